@@ -1,0 +1,74 @@
+"""Root pytest configuration: the release under test, Hypothesis profiles, suite plugins.
+
+``--release DIR`` names the release folder that ``equivalence/`` gates and ``bench/`` times;
+without it both use the built-in ResNet18 release, exported on demand and cached. Hypothesis
+profiles are picked with Hypothesis's own ``--hypothesis-profile`` (default ``dev``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+pytest_plugins = ["equivalence.plugin", "bench.plugin"]
+
+_SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+
+settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=_SLOW_DATA)
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_DATA,
+)
+settings.register_profile(
+    "release", max_examples=500, deadline=None, print_blob=True, suppress_health_check=_SLOW_DATA
+)
+settings.load_profile("dev")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--release",
+        metavar="DIR",
+        help="release folder (manifest.json + .mge files) to gate or benchmark; "
+        "defaults to the built-in ResNet18 release, exported on demand and cached",
+    )
+    parser.addoption(
+        "--model",
+        metavar="NAME",
+        default="resnet18",
+        help="built-in model whose release is used when --release is not given (default: resnet18)",
+    )
+
+
+@pytest.fixture(scope="session")
+def release_dir(pytestconfig) -> Path:
+    """The release folder under test: --release, or the cached built-in release."""
+    from exporters.errors import HarnessError
+    from exporters.release import builtin_release
+
+    given = pytestconfig.getoption("release")
+    if given:
+        return Path(given)
+    try:
+        return builtin_release(pytestconfig.getoption("model"))
+    except HarnessError as err:
+        raise pytest.UsageError(str(err)) from None
+
+
+@pytest.fixture(scope="session")
+def manifest(release_dir):
+    """The validated manifest of the release under test."""
+    from exporters.errors import HarnessError
+    from exporters.manifest import load_manifest
+
+    try:
+        return load_manifest(release_dir)
+    except HarnessError as err:
+        raise pytest.UsageError(str(err)) from None

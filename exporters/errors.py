@@ -1,0 +1,32 @@
+"""The one error type for user mistakes, and the CLI wrapper that turns it into one line.
+
+A ``HarnessError`` message names the file or value at fault and what was expected, on one
+line. Internal bugs are not wrapped: they stay tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+#: Exit code for a user mistake (bad option, bad file): the same code argparse uses.
+EXIT_USAGE = 2
+
+
+class HarnessError(Exception):
+    """A user mistake: a bad option, file, manifest or input, described in one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Runs ``main(argv)``; a ``HarnessError`` becomes ``error: <message>`` and exit code 2."""
+    try:
+        return main(argv)
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

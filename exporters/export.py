@@ -1,0 +1,219 @@
+"""Export a model's variants into a release folder, reusing files whose inputs did not change.
+
+The cache key of a variant hashes everything that changes its bytes: the model's weights
+fingerprint, the preprocessing spec, the variant and its dump options, the MegEngine version
+and the source of this package. A file is reused only when its key matches the manifest's
+record and its sha256 still matches what was written. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from exporters.errors import HarnessError
+from exporters.manifest import (
+    MANIFEST,
+    Manifest,
+    VariantEntry,
+    atomic_write_bytes,
+    default_input,
+    load_manifest,
+    write_manifest,
+)
+from exporters.variants import Variant, default_matrix
+from exporters.zoo import ModelSpec
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@lru_cache(maxsize=1)
+def code_hash() -> str:
+    """sha256 over this package's Python sources: any exporter change re-exports."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def megengine_version() -> str:
+    import megengine
+
+    return megengine.__version__
+
+
+def cache_key(model: ModelSpec, variant: Variant) -> str:
+    payload = {
+        "fingerprint": model.fingerprint,
+        "preprocess": model.preprocess.to_dict(),
+        "variant": variant.id,
+        "preprocessing": variant.preprocessing,
+        "dump_options": variant.dump_options(),
+        "megengine": megengine_version(),
+        "code": code_hash(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def op_histogram(path: str | Path) -> dict[str, int]:
+    """How many operators of each type a ``.mge`` holds (ConvBias, Convolution, Elemwise ...)."""
+    from megengine.utils.network import Network
+
+    with warnings.catch_warnings():  # Network.load leaves its file open (MegEngine 1.13)
+        warnings.simplefilter("ignore", ResourceWarning)
+        network = Network.load(str(path))
+    return dict(sorted(Counter(o.type for o in network.all_oprs).items()))
+
+
+def _graph_function(module, variant: Variant, model: ModelSpec):
+    from exporters import preprocess
+
+    recipes = {
+        "fused": preprocess.fused_preprocess,
+        "fused-fast": preprocess.fused_fast_preprocess,
+        "identity-warp": preprocess.identity_warp_preprocess,
+    }
+    if variant.preprocessing == "external":
+        return lambda data: module(data)
+    recipe = recipes[variant.preprocessing]
+    return lambda data: module(recipe(data, model.preprocess))
+
+
+def example_input(variant: Variant, model: ModelSpec) -> np.ndarray:
+    """The input the graph is traced with: off the target size for raw-input graphs, so that
+    nothing size-specific can hide in the trace."""
+    height, width = model.preprocess.size
+    if variant.raw_input:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (1, height * 3 // 2 + 7, width * 4 // 3 + 5, 3), np.uint8)
+    return np.zeros((1, 3, height, width), np.float32)
+
+
+def dump_variant(module, model: ModelSpec, variant: Variant, path: Path) -> dict:
+    """Traces ``module`` with the variant's preprocessing and dumps it atomically to ``path``."""
+    import megengine as mge
+    from megengine.jit import trace
+
+    traced = trace(_graph_function(module, variant, model), capture_as_const=True)
+    traced(mge.tensor(example_input(variant, model)))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        result = traced.dump(str(tmp), **variant.dump_options())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"nr_opr": int(result.nr_opr), "tot_bytes": int(result.tot_bytes)}
+
+
+def _prepare_folder(out_dir: Path) -> Path:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarnessError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise HarnessError(f"{out_dir}: output folder is not writable")
+    return out_dir.resolve()
+
+
+def _previous_entries(out_dir: Path) -> dict[str, VariantEntry]:
+    """Variants recorded by an earlier export into this folder (none if it has no valid manifest)."""
+    if not (out_dir / MANIFEST).exists():
+        return {}
+    try:
+        return {e.id: e for e in load_manifest(out_dir).variants}
+    except HarnessError:
+        return {}
+
+
+def _reusable(entry: VariantEntry | None, key: str) -> bool:
+    if entry is None or entry.provenance.get("cache_key") != key or not entry.path.is_file():
+        return False
+    return file_sha256(entry.path) == entry.provenance.get("sha256")
+
+
+def export_release(
+    model: ModelSpec,
+    out_dir: str | Path,
+    variants: list[Variant] | None = None,
+    progress: Progress | None = stderr_progress,
+    force: bool = False,
+) -> Manifest:
+    """Writes one ``.mge`` per variant and ``manifest.json`` into ``out_dir``; returns the manifest.
+
+    Variants whose cache key and file hash match the folder's previous manifest are reused
+    unless ``force``. ``variants`` defaults to the default matrix; ``progress`` gets one line
+    per variant (pass None for silence).
+    """
+    say = progress or (lambda message: None)
+    root = _prepare_folder(Path(out_dir))
+    variants = variants or default_matrix(model.name)
+    previous = _previous_entries(root)
+    module = None
+    entries = []
+    for index, variant in enumerate(variants, 1):
+        started = time.perf_counter()
+        key = cache_key(model, variant)
+        path = root / variant.file
+        if not force and _reusable(previous.get(variant.id), key):
+            entries.append(previous[variant.id])
+            say(f"[{index}/{len(variants)}] {variant.id}: cached")
+            continue
+        if module is None:
+            say(f"building {model.name} ...")
+            module = model.build()
+        dump = dump_variant(module, model, variant, path)
+        provenance = {
+            "sha256": file_sha256(path),
+            "cache_key": key,
+            "megengine_version": megengine_version(),
+            "dump_options": variant.dump_options(),
+            "op_histogram": op_histogram(path),
+            **dump,
+        }
+        entries.append(
+            VariantEntry(
+                id=variant.id,
+                file=variant.file,
+                preprocessing=variant.preprocessing,
+                fuse_conv_bias_nonlinearity=variant.fuse_conv_bias_nonlinearity,
+                input=default_input(variant.preprocessing, model.preprocess),
+                path=path,
+                expected_failure=variant.expected_failure,
+                provenance=provenance,
+            )
+        )
+        seconds = time.perf_counter() - started
+        say(f"[{index}/{len(variants)}] {variant.id}: exported in {seconds:.1f} s ({dump['tot_bytes'] / 1e6:.1f} MB)")
+    extra = {"builtin": model.builtin, "fingerprint": model.fingerprint}
+    manifest = Manifest(root, model.name, model.preprocess, tuple(entries), extra)
+    write_manifest(manifest)
+    return manifest
+
+
+__all__ = ["export_release", "op_histogram", "cache_key", "atomic_write_bytes"]

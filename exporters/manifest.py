@@ -1,0 +1,235 @@
+"""The release folder contract: ``manifest.json`` beside one ``.mge`` per variant.
+
+Exporters write it; a user can write it by hand around their own ``.mge`` files. Everything
+that reads a release folder goes through ``load_manifest``, which validates it and says, in
+one line, what is wrong and what was expected. The format is documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporters.errors import HarnessError
+from exporters.preprocess import PreprocessSpec
+from exporters.variants import PREPROCESSINGS, RAW_INPUT_PREPROCESSINGS
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The graph input: name, dtype, layout and shape (None where any size is accepted)."""
+
+    name: str
+    dtype: str
+    layout: str
+    shape: tuple[int | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "layout": self.layout, "shape": list(self.shape)}
+
+
+def default_input(preprocessing: str, spec: PreprocessSpec) -> InputSpec:
+    """The input every variant of a preprocessing kind takes: the contract of this harness."""
+    if preprocessing in RAW_INPUT_PREPROCESSINGS:
+        return InputSpec("data", "uint8", "NHWC", (None, None, None, 3))
+    return InputSpec("data", "float32", "NCHW", (None, 3, *spec.size))
+
+
+@dataclass(frozen=True)
+class VariantEntry:
+    """One variant of a release: its file, how it preprocesses, and where it came from."""
+
+    id: str
+    file: str
+    preprocessing: str
+    fuse_conv_bias_nonlinearity: bool
+    input: InputSpec
+    path: Path
+    expected_failure: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_raw_input(self) -> bool:
+        """True when the graph takes raw uint8 BGR NHWC images (preprocessing inside)."""
+        return self.preprocessing in RAW_INPUT_PREPROCESSINGS
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "id": self.id,
+            "file": self.file,
+            "preprocessing": self.preprocessing,
+            "fuse_conv_bias_nonlinearity": self.fuse_conv_bias_nonlinearity,
+            "expected_failure": self.expected_failure,
+            "input": self.input.to_dict(),
+        }
+        data.update(self.provenance)
+        return data
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated release folder."""
+
+    root: Path
+    model: str
+    preprocess: PreprocessSpec
+    variants: tuple[VariantEntry, ...]
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def variant(self, variant_id: str) -> VariantEntry:
+        for entry in self.variants:
+            if entry.id == variant_id:
+                return entry
+        known = ", ".join(e.id for e in self.variants)
+        raise HarnessError(f"{self.root / MANIFEST}: no variant {variant_id!r}; it lists {known}")
+
+    def reference_variant(self) -> VariantEntry:
+        """The variant the reference pipeline runs: external with fusion off, else first external."""
+        external = [e for e in self.variants if e.preprocessing == "external"]
+        if not external:
+            raise HarnessError(
+                f"{self.root / MANIFEST}: no variant with preprocessing 'external'; the reference "
+                "pipeline needs one that takes float32 NCHW input"
+            )
+        plain = [e for e in external if not e.fuse_conv_bias_nonlinearity]
+        return (plain or external)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"format_version": FORMAT_VERSION, "model": self.model}
+        data.update(self.extra)
+        data["preprocess"] = self.preprocess.to_dict()
+        data["variants"] = [e.to_dict() for e in self.variants]
+        return data
+
+
+# --- reading -------------------------------------------------------------------------------
+
+_ENTRY_KEYS = ("id", "file", "preprocessing", "fuse_conv_bias_nonlinearity")
+_KNOWN_ENTRY_KEYS = {*_ENTRY_KEYS, "expected_failure", "input"}
+
+
+def load_manifest(release_dir: str | Path) -> Manifest:
+    """Reads and validates ``release_dir/manifest.json``; HarnessError on anything wrong."""
+    root = Path(release_dir)
+    if not root.is_dir():
+        raise HarnessError(f"{root}: release folder does not exist; expected a folder with {MANIFEST}")
+    path = root / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: missing; a release folder needs a {MANIFEST}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise HarnessError(f"{path}: cannot read ({err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HarnessError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    return parse_manifest(data, root.resolve(), str(path))
+
+
+def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
+    if not isinstance(data, dict):
+        raise HarnessError(f"{source}: expected a JSON object at the top level")
+    for key in ("model", "preprocess", "variants"):
+        if key not in data:
+            raise HarnessError(f"{source}: missing key {key!r}; see the README's manifest format")
+    if not isinstance(data["model"], str) or not data["model"]:
+        raise HarnessError(f"{source}: 'model' must be a non-empty string")
+    spec = PreprocessSpec.from_dict(data["preprocess"], source)
+    variants = data["variants"]
+    if not isinstance(variants, list) or not variants:
+        raise HarnessError(f"{source}: 'variants' must be a non-empty list")
+    entries = tuple(_parse_entry(v, i, spec, root, source) for i, v in enumerate(variants))
+    ids = [e.id for e in entries]
+    duplicate = next((i for i in ids if ids.count(i) > 1), None)
+    if duplicate:
+        raise HarnessError(f"{source}: variant id {duplicate!r} appears twice")
+    extra = {k: v for k, v in data.items() if k not in ("model", "preprocess", "variants", "format_version")}
+    return Manifest(root, data["model"], spec, entries, extra)
+
+
+def _parse_entry(item: Any, index: int, spec: PreprocessSpec, root: Path, source: str) -> VariantEntry:
+    where = f"{source}: variants[{index}]"
+    if not isinstance(item, dict):
+        raise HarnessError(f"{where} must be an object")
+    missing = [k for k in _ENTRY_KEYS if k not in item]
+    if missing:
+        raise HarnessError(f"{where} misses {', '.join(repr(k) for k in missing)}")
+    variant_id, file, pre = item["id"], item["file"], item["preprocessing"]
+    if not isinstance(variant_id, str) or not variant_id:
+        raise HarnessError(f"{where}.id must be a non-empty string")
+    if pre not in PREPROCESSINGS:
+        raise HarnessError(f"{where}.preprocessing must be one of {PREPROCESSINGS}, got {pre!r}")
+    if not isinstance(item["fuse_conv_bias_nonlinearity"], bool):
+        raise HarnessError(f"{where}.fuse_conv_bias_nonlinearity must be true or false")
+    expected_failure = item.get("expected_failure")
+    if expected_failure is not None and not isinstance(expected_failure, str):
+        raise HarnessError(f"{where}.expected_failure must be a reason string or null")
+    return VariantEntry(
+        id=variant_id,
+        file=file,
+        preprocessing=pre,
+        fuse_conv_bias_nonlinearity=item["fuse_conv_bias_nonlinearity"],
+        input=_parse_input(item.get("input"), pre, spec, where),
+        path=_contained(root, file, where),
+        expected_failure=expected_failure,
+        provenance={k: v for k, v in item.items() if k not in _KNOWN_ENTRY_KEYS},
+    )
+
+
+def _contained(root: Path, file: Any, where: str) -> Path:
+    if not isinstance(file, str) or not file:
+        raise HarnessError(f"{where}.file must be a file name inside the release folder")
+    path = (root / file).resolve()
+    if root not in path.parents:
+        raise HarnessError(f"{where}.file {file!r} points outside the release folder {root}")
+    return path
+
+
+def _parse_input(item: Any, pre: str, spec: PreprocessSpec, where: str) -> InputSpec:
+    default = default_input(pre, spec)
+    if item is None:
+        return default
+    if not isinstance(item, dict):
+        raise HarnessError(f"{where}.input must be an object")
+    name = item.get("name", default.name)
+    dtype = item.get("dtype", default.dtype)
+    if name != "data":
+        raise HarnessError(f"{where}.input.name is {name!r}; this harness feeds an input named 'data'")
+    if dtype != default.dtype:
+        raise HarnessError(
+            f"{where}.input.dtype is {dtype!r}; preprocessing {pre!r} takes {default.dtype}"
+        )
+    return default
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(manifest: Manifest) -> Path:
+    path = manifest.root / MANIFEST
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path

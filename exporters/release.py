@@ -1,0 +1,35 @@
+"""Built-in releases, exported on demand into a cache folder and reused while valid."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from exporters.export import Progress, export_release, stderr_progress
+from exporters.zoo import BUILTIN_MODELS, builtin_spec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_root() -> Path:
+    """Where built-in releases live: ``$MGE_HARNESS_CACHE``, defaults to ``<repo>/.harness-cache``."""
+    return Path(os.environ.get("MGE_HARNESS_CACHE") or REPO_ROOT / ".harness-cache")
+
+
+def builtin_release(model: str = "resnet18", cache_dir=None, progress: Progress | None = stderr_progress) -> Path:
+    """Exports the built-in model's default release if needed; returns the release folder."""
+    spec = builtin_spec(model)
+    folder = Path(cache_dir) if cache_dir else cache_root() / "releases" / model
+    export_release(spec, folder, progress=progress)
+    return folder
+
+
+def builtin_module(model: str):
+    """The eager MegEngine module of a built-in model, with the weights its exports carry.
+
+    None when ``model`` is not a built-in (a user's release): checks that need the eager model
+    skip then.
+    """
+    if model not in BUILTIN_MODELS:
+        return None
+    return builtin_spec(model).build()

@@ -1,0 +1,252 @@
+"""Runners: one shape for everything that turns inputs into outputs.
+
+``activate() / infer(feed) -> {name: array} / deactivate()``, usable as a context manager
+(Polygraphy's runner shape). MegEngine Lite, the host OpenCV pipeline in front of Lite, and the
+eager MegEngine module are all runners, so equivalence compares runner against runner and
+benchmarks time ``runner.run()`` or ``runner.infer()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exporters.devices import DeviceConfig, get_device_config, unavailable_reason
+from exporters.errors import HarnessError
+from exporters.manifest import InputSpec, Manifest, VariantEntry
+from exporters.preprocess import PreprocessSpec, check_images, reference_preprocess
+
+class Runner:
+    """Base runner: a context manager around ``activate``/``deactivate``."""
+
+    name = "runner"
+
+    def __init__(self):
+        self.is_active = False
+
+    def activate(self) -> None:
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate()
+            self.is_active = False
+
+    def _activate(self) -> None:
+        pass
+
+    def _deactivate(self) -> None:
+        pass
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.activate()
+        return self
+
+    def __exit__(self, *exc):
+        self.deactivate()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _check_model_file(path: Path) -> None:
+    if not path.is_file():
+        raise HarnessError(f"{path}: model file does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise HarnessError(f"{path}: model file is empty; expected a MegEngine .mge dump")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"mgbtest0"):
+        raise HarnessError(
+            f"{path}: the dump embeds test inputs (input_data=...); MegEngine Lite cannot load "
+            "it, dump again without input_data"
+        )
+
+
+class LiteRunner(Runner):
+    """Runs a ``.mge`` with MegEngine Lite under a named device config.
+
+    Inputs are checked against ``input_spec`` (or the loaded network's own input layout) for
+    name, dtype, rank and fixed dimensions before they are copied in: Lite's zero-copy path
+    accepts a wrong dtype silently and returns wrong numbers. Outputs are numpy copies.
+    ``device`` defaults to the "cpu" config (one thread).
+    """
+
+    def __init__(self, path, device: DeviceConfig | str = "cpu", input_spec: InputSpec | None = None, name=None):
+        super().__init__()
+        self.path = Path(path)
+        self.device = get_device_config(device)
+        self.input_spec = input_spec
+        self.name = name or f"{self.path.stem}@{self.device.name}"
+        self._network = None
+        self._inputs = {}
+        self._outputs = {}
+
+    def _activate(self) -> None:
+        import megenginelite as lite
+
+        reason = unavailable_reason(self.device)
+        if reason:
+            raise HarnessError(f"device config {self.device.name!r} cannot run here: {reason}")
+        _check_model_file(self.path)
+        network = lite.LiteNetwork(config=self._config(lite))
+        if self.device.device == "cpu" and self.device.threads > 1:
+            network.threads_number = self.device.threads
+        if self.device.device == "cuda":
+            network.device_id = self.device.device_id
+        try:
+            network.load(str(self.path))
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else "unknown error"
+            raise HarnessError(f"{self.path}: MegEngine Lite cannot load it ({first[:160]})") from None
+        if self.device.algo_policy:
+            from exporters.devices import ALGO_POLICIES
+
+            flags = 0
+            for flag in ALGO_POLICIES[self.device.algo_policy]:
+                flags |= getattr(lite.LiteAlgoSelectStrategy, flag)
+            network.set_network_algo_policy(flags)
+        self._network = network
+        self._inputs = {n: network.get_io_tensor(n) for n in network.get_all_input_name()}
+        self._outputs = {n: network.get_io_tensor(n) for n in network.get_all_output_name()}
+        if self.input_spec and self.input_spec.name not in self._inputs:
+            raise HarnessError(
+                f"{self.path}: the model has inputs {sorted(self._inputs)}, expected one named "
+                f"{self.input_spec.name!r}"
+            )
+
+    def _config(self, lite):
+        device_type = lite.LiteDeviceType.LITE_CUDA if self.device.device == "cuda" else lite.LiteDeviceType.LITE_CPU
+        config = lite.LiteConfig(device_type=device_type)
+        for field, value in self.device.options:
+            setattr(config.options, field, value)
+        return config
+
+    def _deactivate(self) -> None:
+        self._inputs, self._outputs, self._network = {}, {}, None
+
+    @property
+    def input_names(self) -> list[str]:
+        return sorted(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def _check(self, name: str, array: np.ndarray) -> np.ndarray:
+        if name not in self._inputs:
+            raise HarnessError(f"{self.path}: no input named {name!r}; the model has {self.input_names}")
+        if not isinstance(array, np.ndarray):
+            raise HarnessError(f"input {name!r}: expected a numpy array, got {type(array).__name__}")
+        spec = self.input_spec
+        if spec is not None and spec.name == name:
+            if array.dtype != np.dtype(spec.dtype):
+                raise HarnessError(f"input {name!r}: expected dtype {spec.dtype}, got {array.dtype}")
+            if array.ndim != len(spec.shape) or any(
+                want is not None and got != want for got, want in zip(array.shape, spec.shape)
+            ):
+                want = tuple("any" if d is None else d for d in spec.shape)
+                raise HarnessError(f"input {name!r}: expected shape {want} ({spec.layout}), got {array.shape}")
+        if 0 in array.shape:
+            raise HarnessError(f"input {name!r}: empty array of shape {array.shape}")
+        return np.ascontiguousarray(array)
+
+    def set_inputs(self, feed: dict[str, np.ndarray]) -> None:
+        """Checks and copies ``feed`` into the network's input tensors."""
+        if not self.is_active:
+            raise RuntimeError(f"{self.name}: activate() before set_inputs()")
+        missing = set(self._inputs) - set(feed)
+        if missing:
+            raise HarnessError(f"{self.path}: no value for input(s) {sorted(missing)}")
+        for name, array in feed.items():
+            self._inputs[name].set_data_by_copy(self._check(name, array))
+
+    def run(self) -> None:
+        """forward + wait on whatever the input tensors hold: the timed call of a benchmark."""
+        self._network.forward()
+        self._network.wait()
+
+    def fetch(self) -> dict[str, np.ndarray]:
+        """Copies of the outputs (Lite reuses its buffers on the next forward)."""
+        return {name: tensor.to_numpy() for name, tensor in self._outputs.items()}
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.set_inputs(feed)
+        self.run()
+        return self.fetch()
+
+
+class HostPreprocessRunner(Runner):
+    """The external pipeline: OpenCV preprocessing on the host, then a Lite runner.
+
+    Takes ``{"data": uint8 BGR NHWC}`` like a fused graph does, so any variant can be fed the
+    same raw images.
+    """
+
+    def __init__(self, inner: LiteRunner, spec: PreprocessSpec, name=None):
+        super().__init__()
+        self.inner = inner
+        self.spec = spec
+        self.name = name or f"opencv+{inner.name}"
+
+    def _activate(self) -> None:
+        self.inner.activate()
+
+    def _deactivate(self) -> None:
+        self.inner.deactivate()
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = check_images(feed.get("data"), "input 'data'")
+        name = self.inner.input_spec.name if self.inner.input_spec else "data"
+        return self.inner.infer({name: reference_preprocess(images, self.spec)})
+
+
+def lite_runner(entry: VariantEntry, device: DeviceConfig | str = "cpu") -> LiteRunner:
+    """A Lite runner for a variant, checking inputs against the variant's input contract."""
+    return LiteRunner(entry.path, device, input_spec=entry.input, name=f"{entry.id}@{get_device_config(device).name}")
+
+
+def image_runner(entry: VariantEntry, manifest: Manifest, device: DeviceConfig | str = "cpu") -> Runner:
+    """A runner for any variant that takes raw uint8 BGR NHWC images as ``{"data": ...}``."""
+    runner = lite_runner(entry, device)
+    if entry.is_raw_input:
+        return runner
+    return HostPreprocessRunner(runner, manifest.preprocess, name=f"opencv+{runner.name}")
+
+
+def reference_runner(manifest: Manifest, device: DeviceConfig | str = "cpu") -> Runner:
+    """The reference pipeline: OpenCV resize/normalise + the manifest's reference variant."""
+    runner = image_runner(manifest.reference_variant(), manifest, device)
+    runner.name = f"reference({runner.name})"
+    return runner
+
+
+class EagerRunner(Runner):
+    """The eager MegEngine module (built-in models): the ground truth the exports came from.
+
+    Feed ``{"data": float32 NCHW}``; with ``fused`` set to a preprocessing spec, feed raw uint8
+    BGR NHWC and the in-graph preprocessing runs eagerly first.
+    """
+
+    def __init__(self, module, fused: PreprocessSpec | None = None, name="eager"):
+        super().__init__()
+        self.module = module
+        self.fused = fused
+        self.name = name
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import megengine as mge
+
+        from exporters.preprocess import fused_preprocess
+
+        x = mge.tensor(feed["data"])
+        if self.fused is not None:
+            x = fused_preprocess(x, self.fused)
+        return {"logits": self.module(x).numpy()}

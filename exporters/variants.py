@@ -1,0 +1,97 @@
+"""Export variants: what one ``.mge`` file is, as a frozen dataclass with a stable id.
+
+The id (``resnet18.fused.cbn-on``) is the file name, the pytest param id, the benchmark
+``extra_info["variant"]`` and the row key of every report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from exporters.errors import HarnessError
+
+#: How a graph gets from raw pixels to the network input.
+#: external: the graph takes float32 NCHW at the preprocessing size; the host runs OpenCV.
+#: fused: the graph takes raw uint8 BGR NHWC of any size and resizes exactly (gathers).
+#: fused-fast: as fused, with MegEngine's Resize op (faster, less exact beyond ~640 px).
+#: identity-warp: the widely copied recipe that "resizes" with an identity warp: it crops.
+PREPROCESSINGS = ("external", "fused", "fused-fast", "identity-warp")
+RAW_INPUT_PREPROCESSINGS = ("fused", "fused-fast", "identity-warp")
+
+IDENTITY_WARP_REASON = (
+    "identity-matrix warp_perspective crops the top-left window instead of resizing"
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One export of a model: preprocessing recipe and ``optimize_for_inference`` options."""
+
+    model: str
+    preprocessing: str
+    fuse_conv_bias_nonlinearity: bool
+    expected_failure: str | None = None
+
+    def __post_init__(self):
+        if self.preprocessing not in PREPROCESSINGS:
+            raise HarnessError(
+                f"unknown preprocessing {self.preprocessing!r}; expected one of {PREPROCESSINGS}"
+            )
+
+    @property
+    def id(self) -> str:
+        fuse = "on" if self.fuse_conv_bias_nonlinearity else "off"
+        return f"{self.model}.{self.preprocessing}.cbn-{fuse}"
+
+    @property
+    def file(self) -> str:
+        return f"{self.id}.mge"
+
+    @property
+    def raw_input(self) -> bool:
+        return self.preprocessing in RAW_INPUT_PREPROCESSINGS
+
+    def dump_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``trace.dump``: all of them, so the manifest records all."""
+        return {
+            "arg_names": ["data"],
+            "output_names": ["logits"],
+            "optimize_for_inference": True,
+            "enable_fuse_conv_bias_nonlinearity": self.fuse_conv_bias_nonlinearity,
+            "keep_var_name": 1,
+            "dump_format": "FBS_V2",
+        }
+
+
+def default_matrix(model: str) -> list[Variant]:
+    """{external, fused} x conv-bias fusion {off, on}, plus identity-warp (expected to fail)."""
+    variants = [
+        Variant(model, pre, fuse) for pre in ("external", "fused") for fuse in (False, True)
+    ]
+    variants.append(Variant(model, "identity-warp", True, expected_failure=IDENTITY_WARP_REASON))
+    return variants
+
+
+def select_variants(model: str, names: str | None) -> list[Variant]:
+    """The default matrix, or the preprocessings named in ``names`` ("all" adds fused-fast).
+
+    ``names`` is a comma-separated list of preprocessings (each exported with fusion off and
+    on; identity-warp with fusion on, as the recipe does), or "all".
+    """
+    if not names:
+        return default_matrix(model)
+    wanted = PREPROCESSINGS if names.strip() == "all" else [n.strip() for n in names.split(",")]
+    unknown = [n for n in wanted if n not in PREPROCESSINGS]
+    if unknown or not wanted:
+        raise HarnessError(
+            f"--variants {names!r}: unknown preprocessing {unknown[0] if unknown else ''!r}; "
+            f"expected a comma-separated list of {', '.join(PREPROCESSINGS)}, or all"
+        )
+    variants = []
+    for pre in dict.fromkeys(wanted):
+        if pre == "identity-warp":
+            variants.append(Variant(model, pre, True, expected_failure=IDENTITY_WARP_REASON))
+        else:
+            variants.extend(Variant(model, pre, fuse) for fuse in (False, True))
+    return variants

@@ -1,0 +1,271 @@
+"""The model zoo: built-in models and the user's own ``package.module:factory``.
+
+A ``ModelSpec`` says how to build a model (lazily: building ResNet18 with calibrated BatchNorm
+takes seconds) and what identifies its weights, so that the export cache can decide without
+building anything whether its files are still valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from exporters.errors import HarnessError
+from exporters.preprocess import PreprocessSpec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to export: its name, preprocessing, a builder and a weights fingerprint.
+
+    ``build()`` returns the module in eval mode with its final weights. ``fingerprint`` is a
+    string that changes whenever the weights would (for built-ins: name and seed, since the
+    exporter code that makes the weights is hashed into the cache key separately).
+    """
+
+    name: str
+    preprocess: PreprocessSpec
+    build: Callable[[], object] = field(compare=False)
+    fingerprint: str
+    builtin: bool = False
+
+
+# --- built-in models -----------------------------------------------------------------------
+
+
+def _resnet18():
+    from exporters.models.resnet import ResNet18
+
+    return ResNet18()
+
+
+def _tiny():
+    from exporters.models.tiny import TinyCNN
+
+    return TinyCNN()
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    factory: Callable[[], object]
+    preprocess: PreprocessSpec
+    seed: int
+    calibration_images: int
+
+
+_BUILTINS: dict[str, _Builtin] = {
+    "resnet18": _Builtin(_resnet18, PreprocessSpec(size=(224, 224)), seed=18, calibration_images=16),
+    "tiny": _Builtin(_tiny, PreprocessSpec(size=(32, 32)), seed=7, calibration_images=32),
+}
+
+BUILTIN_MODELS = tuple(_BUILTINS)
+
+
+def builtin_spec(name: str) -> ModelSpec:
+    """The ``ModelSpec`` of a built-in model, or HarnessError listing the known ones."""
+    try:
+        entry = _BUILTINS[name]
+    except KeyError:
+        raise HarnessError(
+            f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}, or give "
+            "your own as package.module:factory"
+        ) from None
+    return ModelSpec(
+        name=name,
+        preprocess=entry.preprocess,
+        build=lambda: _build_builtin(entry),
+        fingerprint=f"builtin:{name}:seed={entry.seed}:calib={entry.calibration_images}",
+        builtin=True,
+    )
+
+
+def _build_builtin(entry: _Builtin):
+    module = entry.factory()
+    module.load_state_dict(seeded_state_dict(module, entry.seed))
+    calibrate_batchnorm(module, entry.preprocess, entry.calibration_images, entry.seed)
+    module.eval()
+    return module
+
+
+def seeded_state_dict(module, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic weights from a numpy RNG (MegEngine's own init is not seedable per module).
+
+    Convs: He-normal over fan-out (as Models initialises them); linear: normal over fan-in;
+    BatchNorm scale in [0.5, 1.5] and shift ~ N(0, 0.1), so that folding BN into the conv is
+    not a no-op that would hide a fusion bug.
+    """
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, value in sorted(module.state_dict().items()):
+        shape, leaf = value.shape, name.rsplit(".", 1)[-1]
+        if leaf == "weight" and value.ndim == 4:  # conv (O, I, kh, kw)
+            fan_out = shape[0] * shape[2] * shape[3]
+            new = rng.normal(0.0, np.sqrt(2.0 / fan_out), shape)
+        elif leaf == "weight" and value.ndim == 2:  # linear (out, in)
+            new = rng.normal(0.0, 1.0 / np.sqrt(shape[1]), shape)
+        elif leaf == "weight":  # BatchNorm scale, stored as (1, C, 1, 1)
+            new = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "bias":
+            new = rng.normal(0.0, 0.1, shape)
+        elif leaf == "running_var":
+            new = np.ones(shape)
+        else:
+            new = np.zeros(shape)
+        state[name] = new.astype(value.dtype)
+    return state
+
+
+def calibration_images(count: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    """Image-like uint8 BGR pictures: smooth colour fields plus edges and a little noise.
+
+    Natural images have most energy at low frequencies; white noise would calibrate BatchNorm
+    for inputs the model never sees.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    height, width = size
+    images = np.empty((count, height, width, 3), np.uint8)
+    for i in range(count):
+        coarse = rng.uniform(0, 255, (rng.integers(2, 9), rng.integers(2, 9), 3))
+        field = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+        y0, x0 = rng.integers(0, height), rng.integers(0, width)
+        field[y0:, x0:] = field[y0:, x0:] * 0.5 + rng.uniform(0, 128, 3)
+        field += rng.normal(0, 8, field.shape)
+        images[i] = np.clip(field, 0, 255).astype(np.uint8)
+    return images
+
+
+def calibrate_batchnorm(module, spec: PreprocessSpec, count: int, seed: int) -> None:
+    """Sets every BatchNorm's running statistics to those of image-like inputs.
+
+    With random weights and BN at identity statistics, activations drift layer by layer until
+    the logits hardly depend on the input. One train-mode pass with momentum 0 stores the batch
+    statistics of every layer, so the calibrated model responds to what it sees.
+    """
+    import megengine as mge
+    import megengine.module as M
+
+    from exporters.preprocess import reference_preprocess
+
+    batch = reference_preprocess(calibration_images(count, spec.size, seed), spec)
+    norms = [m for m in module.modules() if isinstance(m, M.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    module.train()
+    module(mge.tensor(batch))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    module.eval()
+
+
+# --- the user's own model ------------------------------------------------------------------
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def is_factory_reference(text: str) -> bool:
+    return bool(_FACTORY.match(text))
+
+
+def user_spec(
+    reference: str,
+    preprocess: PreprocessSpec,
+    weights: str | Path | None = None,
+    name: str | None = None,
+) -> ModelSpec:
+    """A ``ModelSpec`` for ``package.module:factory`` (a callable returning a MegEngine Module).
+
+    The module is built here, once, because its weights are what the cache key must cover.
+    ``weights`` is an optional state dict (``.npz`` or a ``megengine.save`` pickle, read with a
+    restricted unpickler). ``name`` defaults to the factory's name.
+    """
+    if not is_factory_reference(reference):
+        raise HarnessError(
+            f"--model {reference!r}: expected a built-in name or package.module:factory"
+        )
+    module_name, attr = reference.split(":")
+    factory = _import_factory(module_name, attr, reference)
+    module = _call_factory(factory, reference)
+    if weights is not None:
+        from exporters.safepickle import load_state_dict
+
+        _apply_weights(module, load_state_dict(weights), Path(weights))
+    module.eval()
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return ModelSpec(
+        name=_safe_name(name or attr),
+        preprocess=preprocess,
+        build=lambda: module,
+        fingerprint=f"factory:{reference}:weights={digest.hexdigest()}",
+    )
+
+
+def _import_factory(module_name: str, attr: str, reference: str):
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # the user's code: any failure is their mistake to see
+        raise HarnessError(
+            f"--model {reference}: cannot import {module_name!r} ({type(err).__name__}: {err})"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise HarnessError(f"--model {reference}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+def _call_factory(factory, reference: str):
+    import megengine.module as M
+
+    try:
+        module = factory()
+    except Exception as err:
+        raise HarnessError(
+            f"--model {reference}: the factory failed ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(module, M.Module):
+        raise HarnessError(
+            f"--model {reference}: the factory returned {type(module).__name__}, "
+            "expected a megengine.module.Module"
+        )
+    return module
+
+
+def _apply_weights(module, state: dict[str, np.ndarray], path: Path) -> None:
+    current = module.state_dict()
+    expected = {k: v.shape for k, v in current.items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+        if unexpected:
+            parts.append(
+                f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "")
+            )
+        raise HarnessError(f"{path}: weights do not match the model: {'; '.join(parts)}")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != tuple(shape):
+            raise HarnessError(
+                f"{path}: weight {key!r} has shape {tuple(state[key].shape)}, "
+                f"the model expects {tuple(shape)}"
+            )
+    module.load_state_dict({k: v.astype(current[k].dtype) for k, v in state.items()})
+
+
+def _safe_name(name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")
+    if not safe:
+        raise HarnessError(f"model name {name!r} has no usable characters; use letters or digits")
+    return safe
