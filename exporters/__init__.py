@@ -4,6 +4,13 @@
 per variant. Heavy imports (megengine, megenginelite, cv2) are lazy: importing this package is cheap.
 """
 
-from exporters.errors import HarnessError
+import os
+
+# MegEngine's C++ runtime logs CUDA probing chatter ("info: Failed to load CUDA driver ...",
+# "debug: ...") on import and every Lite error before we report it in one line. Level 3 keeps
+# errors only; set RUNTIME_OVERRIDE_LOG_LEVEL yourself to see more (0 = debug).
+os.environ.setdefault("RUNTIME_OVERRIDE_LOG_LEVEL", "3")
+
+from exporters.errors import HarnessError  # noqa: E402
 
 __all__ = ["HarnessError"]

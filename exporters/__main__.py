@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from exporters.errors import HarnessError, run_cli
 
@@ -22,18 +22,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "returning a megengine.module.Module",
     )
     parser.add_argument("--out", required=True, help="the release folder to write")
-    parser.add_argument("--weights", help="state dict for a factory model: .npz or megengine.save pickle")
-    parser.add_argument("--name", help="model name in variant ids (factory models; defaults to the factory's name)")
+    parser.add_argument(
+        "--weights", help="state dict for a factory model: .npz or megengine.save pickle"
+    )
+    parser.add_argument(
+        "--name", help="model name in variant ids (factory models; defaults to the factory's name)"
+    )
     parser.add_argument(
         "--variants",
         help="comma-separated preprocessings to export: external, fused, fused-fast, identity-warp, "
         "or all (defaults to external, fused and identity-warp)",
     )
     parser.add_argument("--size", help="factory models: input HEIGHTxWIDTH, defaults to 224x224")
-    parser.add_argument("--mean", help="factory models: 3 comma-separated numbers in the model's channel order")
-    parser.add_argument("--std", help="factory models: 3 comma-separated numbers in the model's channel order")
-    parser.add_argument("--color", choices=("bgr", "rgb"), help="factory models: channel order, defaults to bgr")
-    parser.add_argument("--force", action="store_true", help="export every variant even when cached")
+    parser.add_argument(
+        "--mean", help="factory models: 3 comma-separated numbers in the model's channel order"
+    )
+    parser.add_argument(
+        "--std", help="factory models: 3 comma-separated numbers in the model's channel order"
+    )
+    parser.add_argument(
+        "--color", choices=("bgr", "rgb"), help="factory models: channel order, defaults to bgr"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="export every variant even when cached"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser.parse_args(argv)
 
@@ -72,6 +84,9 @@ def model_spec(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from exporters.quiet import probe_cuda_quietly
+
+    probe_cuda_quietly()
     from exporters.export import export_release, stderr_progress
     from exporters.variants import select_variants
 
@@ -81,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec, args.out, variants, progress=None if args.quiet else stderr_progress, force=args.force
     )
     if not args.quiet:
-        print(f"wrote {manifest.root / 'manifest.json'} with {len(manifest.variants)} variants", file=sys.stderr)
+        print(
+            f"wrote {manifest.root / 'manifest.json'} with {len(manifest.variants)} variants",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -89,9 +89,9 @@ def get_device_config(name: str | DeviceConfig) -> DeviceConfig:
 @lru_cache(maxsize=1)
 def cuda_device_count() -> int:
     """How many CUDA devices MegEngine Lite sees (0 on a machine without a GPU)."""
-    import megenginelite as lite
+    from exporters.quiet import probe_cuda_quietly
 
-    return int(lite.LiteGlobal.get_device_count(lite.LiteDeviceType.LITE_CUDA))
+    return probe_cuda_quietly()
 
 
 def cuda_skip_reason() -> str | None:

@@ -7,7 +7,7 @@ line. Internal bugs are not wrapped: they stay tracebacks.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 #: Exit code for a user mistake (bad option, bad file): the same code argparse uses.
 EXIT_USAGE = 2

@@ -15,9 +15,9 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from exporters.manifest import (
     load_manifest,
     write_manifest,
 )
+from exporters.preprocess import PreprocessSpec
 from exporters.variants import Variant, default_matrix
 from exporters.zoo import ModelSpec
 
@@ -89,7 +90,8 @@ def op_histogram(path: str | Path) -> dict[str, int]:
     return dict(sorted(Counter(o.type for o in network.all_oprs).items()))
 
 
-def _graph_function(module, variant: Variant, model: ModelSpec):
+def preprocessing_recipe(preprocessing: str):
+    """The in-graph preprocessing function of a raw-input preprocessing kind."""
     from exporters import preprocess
 
     recipes = {
@@ -97,9 +99,13 @@ def _graph_function(module, variant: Variant, model: ModelSpec):
         "fused-fast": preprocess.fused_fast_preprocess,
         "identity-warp": preprocess.identity_warp_preprocess,
     }
+    return recipes[preprocessing]
+
+
+def _graph_function(module, variant: Variant, model: ModelSpec):
     if variant.preprocessing == "external":
         return lambda data: module(data)
-    recipe = recipes[variant.preprocessing]
+    recipe = preprocessing_recipe(variant.preprocessing)
     return lambda data: module(recipe(data, model.preprocess))
 
 
@@ -115,14 +121,36 @@ def example_input(variant: Variant, model: ModelSpec) -> np.ndarray:
 
 def dump_variant(module, model: ModelSpec, variant: Variant, path: Path) -> dict:
     """Traces ``module`` with the variant's preprocessing and dumps it atomically to ``path``."""
+    function = _graph_function(module, variant, model)
+    return dump_graph(function, example_input(variant, model), path, variant.dump_options())
+
+
+def dump_preprocessing(spec: PreprocessSpec, path: Path, preprocessing: str = "fused") -> dict:
+    """Dumps a raw-input preprocessing recipe on its own (input ``data``, output ``pixels``).
+
+    With mean 0 and std 1 in ``spec`` the output is the resized image itself, NCHW float32,
+    which is what the pixel-level check compares with ``cv2.resize``.
+    """
+    recipe = preprocessing_recipe(preprocessing)
+    example = np.zeros((1, spec.size[0] + 3, spec.size[1] + 5, 3), np.uint8)
+    options = {"arg_names": ["data"], "output_names": ["pixels"], "optimize_for_inference": True}
+    return dump_graph(lambda data: recipe(data, spec), example, Path(path), options)
+
+
+def dump_graph(function, example: np.ndarray, path: Path, options: dict) -> dict:
+    """Traces ``function`` on ``example`` and dumps it to ``path`` atomically.
+
+    Traced imperatively (``symbolic=False``, MegEngine's default): a symbolic trace of the
+    gather-based resize followed by a convolution segfaults in MegEngine 1.13.
+    """
     import megengine as mge
     from megengine.jit import trace
 
-    traced = trace(_graph_function(module, variant, model), capture_as_const=True)
-    traced(mge.tensor(example_input(variant, model)))
+    traced = trace(function, capture_as_const=True)
+    traced(mge.tensor(example))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        result = traced.dump(str(tmp), **variant.dump_options())
+        result = traced.dump(str(tmp), **options)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -209,7 +237,9 @@ def export_release(
             )
         )
         seconds = time.perf_counter() - started
-        say(f"[{index}/{len(variants)}] {variant.id}: exported in {seconds:.1f} s ({dump['tot_bytes'] / 1e6:.1f} MB)")
+        say(
+            f"[{index}/{len(variants)}] {variant.id}: exported in {seconds:.1f} s ({dump['tot_bytes'] / 1e6:.1f} MB)"
+        )
     extra = {"builtin": model.builtin, "fingerprint": model.fingerprint}
     manifest = Manifest(root, model.name, model.preprocess, tuple(entries), extra)
     write_manifest(manifest)

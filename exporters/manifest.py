@@ -32,7 +32,12 @@ class InputSpec:
     shape: tuple[int | None, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "layout": self.layout, "shape": list(self.shape)}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "shape": list(self.shape),
+        }
 
 
 def default_input(preprocessing: str, spec: PreprocessSpec) -> InputSpec:
@@ -119,7 +124,9 @@ def load_manifest(release_dir: str | Path) -> Manifest:
     """Reads and validates ``release_dir/manifest.json``; HarnessError on anything wrong."""
     root = Path(release_dir)
     if not root.is_dir():
-        raise HarnessError(f"{root}: release folder does not exist; expected a folder with {MANIFEST}")
+        raise HarnessError(
+            f"{root}: release folder does not exist; expected a folder with {MANIFEST}"
+        )
     path = root / MANIFEST
     try:
         text = path.read_text(encoding="utf-8")
@@ -151,11 +158,17 @@ def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate:
         raise HarnessError(f"{source}: variant id {duplicate!r} appears twice")
-    extra = {k: v for k, v in data.items() if k not in ("model", "preprocess", "variants", "format_version")}
+    extra = {
+        k: v
+        for k, v in data.items()
+        if k not in ("model", "preprocess", "variants", "format_version")
+    }
     return Manifest(root, data["model"], spec, entries, extra)
 
 
-def _parse_entry(item: Any, index: int, spec: PreprocessSpec, root: Path, source: str) -> VariantEntry:
+def _parse_entry(
+    item: Any, index: int, spec: PreprocessSpec, root: Path, source: str
+) -> VariantEntry:
     where = f"{source}: variants[{index}]"
     if not isinstance(item, dict):
         raise HarnessError(f"{where} must be an object")
@@ -202,7 +215,9 @@ def _parse_input(item: Any, pre: str, spec: PreprocessSpec, where: str) -> Input
     name = item.get("name", default.name)
     dtype = item.get("dtype", default.dtype)
     if name != "data":
-        raise HarnessError(f"{where}.input.name is {name!r}; this harness feeds an input named 'data'")
+        raise HarnessError(
+            f"{where}.input.name is {name!r}; this harness feeds an input named 'data'"
+        )
     if dtype != default.dtype:
         raise HarnessError(
             f"{where}.input.dtype is {dtype!r}; preprocessing {pre!r} takes {default.dtype}"

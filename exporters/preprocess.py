@@ -12,8 +12,9 @@ pixels (measured on 11-13 % of pixels), which is the floor of fused-vs-external 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

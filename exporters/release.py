@@ -16,7 +16,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("MGE_HARNESS_CACHE") or REPO_ROOT / ".harness-cache")
 
 
-def builtin_release(model: str = "resnet18", cache_dir=None, progress: Progress | None = stderr_progress) -> Path:
+def builtin_release(
+    model: str = "resnet18", cache_dir=None, progress: Progress | None = stderr_progress
+) -> Path:
     """Exports the built-in model's default release if needed; returns the release folder."""
     spec = builtin_spec(model)
     folder = Path(cache_dir) if cache_dir else cache_root() / "releases" / model

@@ -8,6 +8,7 @@ benchmarks time ``runner.run()`` or ``runner.infer()``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,24 @@ from exporters.devices import DeviceConfig, get_device_config, unavailable_reaso
 from exporters.errors import HarnessError
 from exporters.manifest import InputSpec, Manifest, VariantEntry
 from exporters.preprocess import PreprocessSpec, check_images, reference_preprocess
+
+
+class _DropLiteErrorLog(logging.Filter):
+    """megenginelite logs every C error through the root logger (with a C++ backtrace) and then
+    raises it; the runner turns the exception into one line, so the log copy is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.replace("\\", "/").endswith("megenginelite/base.py")
+
+
+logging.getLogger().addFilter(_DropLiteErrorLog())
+
+
+def _quiet_lite(lite) -> None:
+    # Lite prints "LITE[ERR] ..." to stderr itself before raising; errors reach the user as
+    # one-line HarnessErrors instead. ERROR is the quietest level Lite accepts.
+    lite.set_log_level(lite.LiteLogLevel.ERROR)
+
 
 class Runner:
     """Base runner: a context manager around ``activate``/``deactivate``."""
@@ -79,7 +98,13 @@ class LiteRunner(Runner):
     ``device`` defaults to the "cpu" config (one thread).
     """
 
-    def __init__(self, path, device: DeviceConfig | str = "cpu", input_spec: InputSpec | None = None, name=None):
+    def __init__(
+        self,
+        path,
+        device: DeviceConfig | str = "cpu",
+        input_spec: InputSpec | None = None,
+        name=None,
+    ):
         super().__init__()
         self.path = Path(path)
         self.device = get_device_config(device)
@@ -96,6 +121,7 @@ class LiteRunner(Runner):
         if reason:
             raise HarnessError(f"device config {self.device.name!r} cannot run here: {reason}")
         _check_model_file(self.path)
+        _quiet_lite(lite)
         network = lite.LiteNetwork(config=self._config(lite))
         if self.device.device == "cpu" and self.device.threads > 1:
             network.threads_number = self.device.threads
@@ -105,7 +131,9 @@ class LiteRunner(Runner):
             network.load(str(self.path))
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else "unknown error"
-            raise HarnessError(f"{self.path}: MegEngine Lite cannot load it ({first[:160]})") from None
+            raise HarnessError(
+                f"{self.path}: MegEngine Lite cannot load it ({first[:160]})"
+            ) from None
         if self.device.algo_policy:
             from exporters.devices import ALGO_POLICIES
 
@@ -123,7 +151,11 @@ class LiteRunner(Runner):
             )
 
     def _config(self, lite):
-        device_type = lite.LiteDeviceType.LITE_CUDA if self.device.device == "cuda" else lite.LiteDeviceType.LITE_CPU
+        device_type = (
+            lite.LiteDeviceType.LITE_CUDA
+            if self.device.device == "cuda"
+            else lite.LiteDeviceType.LITE_CPU
+        )
         config = lite.LiteConfig(device_type=device_type)
         for field, value in self.device.options:
             setattr(config.options, field, value)
@@ -142,18 +174,26 @@ class LiteRunner(Runner):
 
     def _check(self, name: str, array: np.ndarray) -> np.ndarray:
         if name not in self._inputs:
-            raise HarnessError(f"{self.path}: no input named {name!r}; the model has {self.input_names}")
+            raise HarnessError(
+                f"{self.path}: no input named {name!r}; the model has {self.input_names}"
+            )
         if not isinstance(array, np.ndarray):
-            raise HarnessError(f"input {name!r}: expected a numpy array, got {type(array).__name__}")
+            raise HarnessError(
+                f"input {name!r}: expected a numpy array, got {type(array).__name__}"
+            )
         spec = self.input_spec
         if spec is not None and spec.name == name:
             if array.dtype != np.dtype(spec.dtype):
-                raise HarnessError(f"input {name!r}: expected dtype {spec.dtype}, got {array.dtype}")
+                raise HarnessError(
+                    f"input {name!r}: expected dtype {spec.dtype}, got {array.dtype}"
+                )
             if array.ndim != len(spec.shape) or any(
                 want is not None and got != want for got, want in zip(array.shape, spec.shape)
             ):
                 want = tuple("any" if d is None else d for d in spec.shape)
-                raise HarnessError(f"input {name!r}: expected shape {want} ({spec.layout}), got {array.shape}")
+                raise HarnessError(
+                    f"input {name!r}: expected shape {want} ({spec.layout}), got {array.shape}"
+                )
         if 0 in array.shape:
             raise HarnessError(f"input {name!r}: empty array of shape {array.shape}")
         return np.ascontiguousarray(array)
@@ -162,11 +202,12 @@ class LiteRunner(Runner):
         """Checks and copies ``feed`` into the network's input tensors."""
         if not self.is_active:
             raise RuntimeError(f"{self.name}: activate() before set_inputs()")
+        checked = {name: self._check(name, array) for name, array in feed.items()}
         missing = set(self._inputs) - set(feed)
         if missing:
             raise HarnessError(f"{self.path}: no value for input(s) {sorted(missing)}")
-        for name, array in feed.items():
-            self._inputs[name].set_data_by_copy(self._check(name, array))
+        for name, array in checked.items():
+            self._inputs[name].set_data_by_copy(array)
 
     def run(self) -> None:
         """forward + wait on whatever the input tensors hold: the timed call of a benchmark."""
@@ -210,10 +251,17 @@ class HostPreprocessRunner(Runner):
 
 def lite_runner(entry: VariantEntry, device: DeviceConfig | str = "cpu") -> LiteRunner:
     """A Lite runner for a variant, checking inputs against the variant's input contract."""
-    return LiteRunner(entry.path, device, input_spec=entry.input, name=f"{entry.id}@{get_device_config(device).name}")
+    return LiteRunner(
+        entry.path,
+        device,
+        input_spec=entry.input,
+        name=f"{entry.id}@{get_device_config(device).name}",
+    )
 
 
-def image_runner(entry: VariantEntry, manifest: Manifest, device: DeviceConfig | str = "cpu") -> Runner:
+def image_runner(
+    entry: VariantEntry, manifest: Manifest, device: DeviceConfig | str = "cpu"
+) -> Runner:
     """A runner for any variant that takes raw uint8 BGR NHWC images as ``{"data": ...}``."""
     runner = lite_runner(entry, device)
     if entry.is_raw_input:
@@ -232,21 +280,22 @@ class EagerRunner(Runner):
     """The eager MegEngine module (built-in models): the ground truth the exports came from.
 
     Feed ``{"data": float32 NCHW}``; with ``fused`` set to a preprocessing spec, feed raw uint8
-    BGR NHWC and the in-graph preprocessing runs eagerly first.
+    BGR NHWC and the in-graph preprocessing ``recipe`` (defaults to "fused") runs eagerly first.
     """
 
-    def __init__(self, module, fused: PreprocessSpec | None = None, name="eager"):
+    def __init__(self, module, fused: PreprocessSpec | None = None, name="eager", recipe="fused"):
         super().__init__()
         self.module = module
         self.fused = fused
+        self.recipe = recipe
         self.name = name
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import megengine as mge
 
-        from exporters.preprocess import fused_preprocess
+        from exporters.export import preprocessing_recipe
 
         x = mge.tensor(feed["data"])
         if self.fused is not None:
-            x = fused_preprocess(x, self.fused)
+            x = preprocessing_recipe(self.recipe)(x, self.fused)
         return {"logits": self.module(x).numpy()}

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -60,7 +60,9 @@ class _Builtin:
 
 
 _BUILTINS: dict[str, _Builtin] = {
-    "resnet18": _Builtin(_resnet18, PreprocessSpec(size=(224, 224)), seed=18, calibration_images=16),
+    "resnet18": _Builtin(
+        _resnet18, PreprocessSpec(size=(224, 224)), seed=18, calibration_images=16
+    ),
     "tiny": _Builtin(_tiny, PreprocessSpec(size=(32, 32)), seed=7, calibration_images=32),
 }
 
@@ -134,7 +136,9 @@ def calibration_images(count: int, size: tuple[int, int], seed: int) -> np.ndarr
     images = np.empty((count, height, width, 3), np.uint8)
     for i in range(count):
         coarse = rng.uniform(0, 255, (rng.integers(2, 9), rng.integers(2, 9), 3))
-        field = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+        field = cv2.resize(
+            coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+        )
         y0, x0 = rng.integers(0, height), rng.integers(0, width)
         field[y0:, x0:] = field[y0:, x0:] * 0.5 + rng.uniform(0, 128, 3)
         field += rng.normal(0, 8, field.shape)
@@ -164,6 +168,25 @@ def calibrate_batchnorm(module, spec: PreprocessSpec, count: int, seed: int) -> 
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     module.eval()
+    _standardize_head(module, module(mge.tensor(batch)).numpy())
+
+
+def _standardize_head(module, logits: np.ndarray) -> None:
+    """Rescales the last Linear layer so each logit has mean 0 and std 1 over the calibration
+    images. Otherwise a shared positive feature mean makes every image score alike (logits
+    near 30 that differ by 0.4), and top-1 hardly depends on the input."""
+    import megengine.module as M
+
+    linears = [m for m in module.modules() if isinstance(m, M.Linear)]
+    if not linears:
+        return
+    head = linears[-1]
+    mean, std = logits.mean(axis=0), logits.std(axis=0) + 1e-6
+    weight = head.weight.numpy() / std[:, None]
+    bias = ((head.bias.numpy() if head.bias is not None else 0.0) - mean) / std
+    head.weight._reset(weight.astype(np.float32))
+    if head.bias is not None:
+        head.bias._reset(bias.astype(np.float32))
 
 
 # --- the user's own model ------------------------------------------------------------------
