@@ -1,0 +1,339 @@
+"""What the report says: its sections, built from the tidy table, the gate and the load notes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from reports import formatting as fmt
+from reports.compare import Comparison
+from reports.document import Bullets, Section, Table, Text
+from reports.gate import METRICS, check_rows
+from reports.plots import per_device_figures, speedup_figure
+from reports.sources import SavedRun
+from reports.speedups import (
+    FUSED_VS_EXTERNAL,
+    FUSION_ON_VS_OFF,
+    Pairing,
+    device_pairings,
+)
+from reports.table import current_view, device_label
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything a report is rendered from. ``gate_note`` says where the gate came from or why
+    there is none; ``skipped`` holds one line per input file that could not be used."""
+
+    table: pd.DataFrame
+    runs: tuple[SavedRun, ...]
+    gate: dict | None
+    gate_note: str
+    skipped: tuple[str, ...]
+    noise_cv: float
+    baseline_device: str
+
+
+def sections(inputs: ReportInputs) -> list[Section]:
+    """The report's sections in reading order; empty sections are left out."""
+    view = current_view(inputs.table)
+    ours = view[(view["status"] == "ok") & view["variant"].notna()]
+    speedups = _ratios([FUSED_VS_EXTERNAL, FUSION_ON_VS_OFF], ours)
+    devices = _ratios(device_pairings(ours, inputs.baseline_device), ours)
+    built = [
+        summary_section(inputs, view, speedups + devices),
+        gate_section(inputs.gate),
+        latency_section(ours),
+        ratio_section("Speedups", speedups, "speedup.png", _SPEEDUP_INTRO),
+        ratio_section("Devices", devices, "speedup_devices.png", _DEVICE_INTRO),
+        plots_section(ours),
+        not_measured_section(view),
+        other_section(view),
+        runs_section(inputs),
+        definitions_section(inputs.noise_cv),
+    ]
+    return [section for section in built if section is not None]
+
+
+Ratios = list[tuple[Pairing, pd.DataFrame]]
+
+
+def _ratios(pairings: list[Pairing], ours: pd.DataFrame) -> Ratios:
+    computed = [(pairing, pairing.ratios(ours)) for pairing in pairings]
+    return [(pairing, frame) for pairing, frame in computed if not frame.empty]
+
+
+def summary_section(inputs: ReportInputs, view: pd.DataFrame, ratios: Ratios) -> Section:
+    measured = view[view["status"] == "ok"]
+    items = [
+        (
+            f"{len(inputs.runs)} saved run(s) from {view['host'].nunique()} host(s), "
+            f"{len(measured)} measured configuration(s) in the current view "
+            "(the newest row of each variant x device x mode x batch)."
+        ),
+        _gate_headline(inputs.gate, inputs.gate_note),
+        (
+            f"{int(measured['noisy'].sum())} noisy row(s) (coefficient of variation > "
+            f"{inputs.noise_cv:.0%}), flagged in the `noisy` column; trust their ratios less."
+        ),
+        *(_speedup_headline(pairing, frame) for pairing, frame in ratios),
+    ]
+    if (view["status"] != "ok").any():
+        items.append(
+            f"{int((view['status'] != 'ok').sum())} configuration(s) not measured (see below)."
+        )
+    summary_only = int((measured["timings"] == "summary").sum())
+    if summary_only:
+        items.append(
+            f"{summary_only} row(s) were saved without raw timings (`--benchmark-save-data`): "
+            "p90/p99 are blank for them and the other figures are pytest-benchmark's saved stats."
+        )
+    items.extend(inputs.skipped)
+    return Section("Summary", (Bullets(tuple(items)),))
+
+
+def _speedup_headline(pairing: Pairing, frame: pd.DataFrame) -> str:
+    low, high = frame["speedup"].min(), frame["speedup"].max()
+    return (
+        f"{pairing.title}: speedup {low:.2f}x to {high:.2f}x over {len(frame)} "
+        f"configuration(s), {int(frame['clear'].sum())} clear of the noise band."
+    )
+
+
+def _gate_headline(gate: dict | None, note: str) -> str:
+    if gate is None:
+        return f"Equivalence gate: none ({note})."
+    passed = gate.get("passed")
+    verdict = "**PASSED**" if passed is True else "**FAILED**" if passed is False else "unknown"
+    return f"Equivalence gate: {verdict} ({note})."
+
+
+def gate_section(gate: dict | None) -> Section | None:
+    if gate is None:
+        return None
+    facts = [
+        f"{label} `{gate[field]}`"
+        for field, label in _GATE_FACTS.items()
+        if gate.get(field) is not None
+    ]
+    rows = check_rows(gate)
+    rows["message"] = rows["message"].map(_short)
+    table = fmt.drop_blank_columns(fmt.display(rows, _GATE_COLUMNS))
+    blocks = [Text(", ".join(facts) + ".")] if facts else []
+    return Section("Equivalence gate", (*blocks, Table(table)))
+
+
+_GATE_FACTS = {
+    "release": "Release",
+    "model": "model",
+    "created": "created",
+    "hypothesis_profile": "Hypothesis profile",
+}
+_GATE_COLUMNS = {
+    "variant": ("variant", fmt.text),
+    "verdict": ("verdict", fmt.text),
+    "expected failure": ("expected_failure", fmt.text),
+    "check": ("check", fmt.text),
+    "check verdict": ("check_verdict", fmt.text),
+    "examples": ("examples", fmt.integer),
+    **{name.replace("_", " "): (name, fmt.general) for name in METRICS},
+    "margin": ("margin", fmt.general),
+    "message": ("message", fmt.text),
+}
+
+
+def _short(message: object, limit: int = 120) -> str | None:
+    if message is None or pd.isna(message):
+        return None
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_LATENCY_COLUMNS = {
+    "variant": ("variant", fmt.text),
+    "mode": ("mode", fmt.text),
+    "batch": ("batch", fmt.text),
+    "image": ("image_size", fmt.text),
+    "rounds": ("rounds", fmt.text),
+    "median ms": ("median", fmt.ms),
+    "p90 ms": ("p90", fmt.ms),
+    "p99 ms": ("p99", fmt.ms),
+    "IQR ms": ("iqr", fmt.ms),
+    "CV": ("cv", fmt.percent),
+    "images/s": ("images_per_s", fmt.rate),
+    "noisy": ("noisy", fmt.flag),
+    "equivalence": ("equivalence", fmt.text),
+    "max abs": ("max_abs", fmt.general),
+    "cosine": ("cosine", fmt.general),
+    "run": ("run", fmt.text),
+}
+
+
+def latency_section(ours: pd.DataFrame) -> Section | None:
+    if ours.empty:
+        return None
+    blocks: list = [
+        Text(
+            "Seconds per call are shown in milliseconds; one call processes `batch` images. "
+            "`equivalence` is the gate's verdict for the variant, `max abs` and `cosine` its "
+            "worst check. Noisy rows are highlighted in the HTML report."
+        )
+    ]
+    for device, rows in ours.groupby("device", dropna=False, sort=True):
+        rows = rows.sort_values(["mode", "variant", "batch"], kind="stable")
+        blocks.append(Text(f"**Device `{device_label(device)}`**"))
+        blocks.append(Table(fmt.display(rows, _LATENCY_COLUMNS), highlight=tuple(rows["noisy"])))
+    return Section("Latency", tuple(blocks))
+
+
+_SPEEDUP_INTRO = (
+    "Speedup = median(reference) / median(candidate); above 1 the candidate is faster. The noise "
+    "band is [q1(ref)/q3(cand), q3(ref)/q1(cand)]; `clear` means the whole band is on one side of 1."
+)
+_DEVICE_INTRO = (
+    "Per-variant speedups between device configurations, merged from every saved run given "
+    "(other machines included); same definitions as above."
+)
+
+
+def ratio_section(title: str, ratios: Ratios, figure_name: str, intro: str) -> Section | None:
+    if not ratios:
+        return None
+    blocks: list = [Text(intro)]
+    for pairing, frame in ratios:
+        blocks.append(Text(f"**{pairing.title}**"))
+        blocks.append(Table(fmt.display(frame, _ratio_columns(pairing))))
+    figure = speedup_figure(ratios, figure_name, f"{title}: speedup against batch")
+    if figure is not None:
+        blocks.append(figure)
+    return Section(title, tuple(blocks))
+
+
+_KEY_TITLES = {"fuse_cbn": "cbn fusion", "image_size": "image", "benchmark": "variant"}
+
+
+def _ratio_columns(pairing: Pairing) -> dict:
+    keys = {
+        _KEY_TITLES.get(column, column): (column, fmt.cbn if column == "fuse_cbn" else fmt.text)
+        for column in pairing.by
+    }
+    return {
+        **keys,
+        f"{pairing.reference_name} ms": ("reference_ms", fmt.millis),
+        f"{pairing.candidate_name} ms": ("candidate_ms", fmt.millis),
+        "speedup": ("speedup", fmt.ratio),
+        "band low": ("band_low", fmt.ratio),
+        "band high": ("band_high", fmt.ratio),
+        "clear": ("clear", fmt.flag),
+    }
+
+
+def plots_section(ours: pd.DataFrame) -> Section | None:
+    figures = per_device_figures(ours, "median", "latency ms", "latency", scale=1e3)
+    figures += per_device_figures(ours, "images_per_s", "images/s", "throughput")
+    if not figures:
+        return None
+    intro = Text("Median latency (interquartile error bars) and throughput against batch.")
+    return Section("Plots", (intro, *figures))
+
+
+def not_measured_section(view: pd.DataFrame) -> Section | None:
+    rows = view[view["status"] != "ok"]
+    if rows.empty:
+        return None
+    columns = {
+        name: (name, fmt.text)
+        for name in ("benchmark", "device", "mode", "batch", "status", "reason", "run")
+    }
+    return Section("Not measured", (Table(fmt.display(rows, columns)),))
+
+
+def other_section(view: pd.DataFrame) -> Section | None:
+    rows = view[(view["status"] == "ok") & view["variant"].isna()]
+    if rows.empty:
+        return None
+    columns = {
+        "benchmark": ("fullname", fmt.text),
+        "rounds": ("rounds", fmt.text),
+        "median ms": ("median", fmt.ms),
+        "IQR ms": ("iqr", fmt.ms),
+        "CV": ("cv", fmt.percent),
+        "run": ("run", fmt.text),
+    }
+    intro = Text("Benchmarks without the harness's `extra_info` (other suites), listed by name.")
+    return Section("Other benchmarks", (intro, Table(fmt.display(rows, columns))))
+
+
+def runs_section(inputs: ReportInputs) -> Section:
+    timings = inputs.table.groupby("file")["timings"].agg(
+        lambda t: ", ".join(sorted(set(t.dropna())))
+    )
+    rows = [
+        {
+            "run": run.label,
+            "datetime": run.datetime,
+            **run.provenance(),
+            "benchmarks": len(run.benchmarks),
+            "timings": timings.get(str(run.path), ""),
+            "file": str(run.path),
+        }
+        for run in inputs.runs
+    ]
+    frame = pd.DataFrame(rows)
+    columns = {_RUN_TITLES.get(c, c): (c, fmt.text) for c in frame.columns}
+    return Section("Runs", (Table(fmt.drop_blank_columns(fmt.display(frame, columns))),))
+
+
+_RUN_TITLES = {"megengine_version": "MegEngine", "lite_version": "Lite", "cpu": "CPU"}
+
+
+_DEFINITIONS = (
+    (
+        "**mode** `model`: inference only, input already in the Lite tensor; `e2e`: from raw "
+        "uint8 BGR images, host OpenCV preprocessing included for external variants; `raw`: a bare "
+        "Lite forward loop, the harness overhead baseline."
+    ),
+    (
+        "**median, p90, p99, IQR** come from the raw per-round timings (numpy, linear "
+        "interpolation) when the run was saved with `--benchmark-save-data`."
+    ),
+    "**CV** = stddev / mean; rows above {noise_cv:.0%} are flagged noisy.",
+    "**images/s** = batch / median seconds per call.",
+    "The current view keeps the newest run of each configuration; `summary.csv` has every run.",
+)
+
+
+def definitions_section(noise_cv: float) -> Section:
+    items = tuple(item.format(noise_cv=noise_cv) for item in _DEFINITIONS)
+    return Section("How to read this report", (Bullets(items),))
+
+
+_COMPARE_COLUMNS = {
+    "benchmark": ("benchmark", fmt.text),
+    "base ms": ("base_ms", fmt.millis),
+    "candidate ms": ("candidate_ms", fmt.millis),
+    "ratio": ("ratio", fmt.ratio),
+    "p-value": ("p_value", fmt.p_value),
+    "verdict": ("verdict", fmt.text),
+    "failed rules": ("failed", fmt.text),
+}
+
+
+def comparison_sections(comparison: Comparison) -> list[Section]:
+    """The sections of a ``--compare`` report: the per-benchmark table and the failures."""
+    intro = Text(
+        f"Candidate `{comparison.candidate}` against base `{comparison.base}`. ratio = "
+        "median(candidate) / median(base), above 1 is slower. p-value: two-sided Mann-Whitney U "
+        f"on the raw timings; differences with p >= {comparison.alpha:g} are within noise."
+    )
+    table = Table(fmt.display(comparison.table, _COMPARE_COLUMNS))
+    rules = ", ".join(f"`{rule}`" for rule in comparison.rules) or "none given (`--fail-on`)"
+    if comparison.failures:
+        verdict = Bullets(comparison.failures)
+    else:
+        verdict = Text("No rule failed." if comparison.rules else "Nothing to check.")
+    return [
+        Section("Per benchmark", (intro, table)),
+        Section("Regressions", (Text(f"Rules: {rules}."), verdict)),
+    ]
