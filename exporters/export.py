@@ -8,6 +8,7 @@ record and its sha256 still matches what was written. Files are written atomical
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from exporters.manifest import (
     VariantEntry,
     atomic_write_bytes,
     default_input,
+    file_sha256,
     load_manifest,
     write_manifest,
 )
@@ -36,6 +39,7 @@ from exporters.variants import Variant, default_matrix
 from exporters.zoo import ModelSpec
 
 Progress = Callable[[str], None]
+LOCK = ".export.lock"
 
 
 def stderr_progress(message: str) -> None:
@@ -70,14 +74,6 @@ def cache_key(model: ModelSpec, variant: Variant) -> str:
         "code": code_hash(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def op_histogram(path: str | Path) -> dict[str, int]:
@@ -174,7 +170,7 @@ def _previous_entries(out_dir: Path) -> dict[str, VariantEntry]:
     if not (out_dir / MANIFEST).exists():
         return {}
     try:
-        return {e.id: e for e in load_manifest(out_dir).variants}
+        return {e.id: e for e in load_manifest(out_dir, verify=False).variants}
     except HarnessError:
         return {}
 
@@ -200,6 +196,32 @@ def export_release(
     """
     say = progress or (lambda message: None)
     root = _prepare_folder(Path(out_dir))
+    with _folder_lock(root, say):
+        return _export_locked(model, root, variants, say, force)
+
+
+@contextmanager
+def _folder_lock(root: Path, say: Progress):
+    """One exporter per folder at a time; a second waits, then finds the files cached.
+
+    Temporary files left by an exporter that was killed are removed once the lock is held
+    (no other exporter can be writing them then).
+    """
+    with open(root / LOCK, "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another export into {root} to finish ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in root.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force: bool) -> Manifest:
     variants = variants or default_matrix(model.name)
     previous = _previous_entries(root)
     module = None

@@ -7,6 +7,7 @@ one line, what is wrong and what was expected. The format is documented in the R
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -120,8 +121,13 @@ _ENTRY_KEYS = ("id", "file", "preprocessing", "fuse_conv_bias_nonlinearity")
 _KNOWN_ENTRY_KEYS = {*_ENTRY_KEYS, "expected_failure", "input"}
 
 
-def load_manifest(release_dir: str | Path) -> Manifest:
-    """Reads and validates ``release_dir/manifest.json``; HarnessError on anything wrong."""
+def load_manifest(release_dir: str | Path, verify: bool = True) -> Manifest:
+    """Reads and validates ``release_dir/manifest.json``; HarnessError on anything wrong.
+
+    With ``verify`` (the default) every listed file must exist, be non-empty and, where the
+    manifest records a sha256, still have it: a file changed or half-written after the export
+    is never trusted.
+    """
     root = Path(release_dir)
     if not root.is_dir():
         raise HarnessError(
@@ -138,7 +144,36 @@ def load_manifest(release_dir: str | Path) -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise HarnessError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    return parse_manifest(data, root.resolve(), str(path))
+    manifest = parse_manifest(data, root.resolve(), str(path))
+    if verify:
+        verify_files(manifest)
+    return manifest
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(manifest: Manifest) -> None:
+    """HarnessError naming the first variant file that is missing, empty or not as recorded."""
+    for entry in manifest.variants:
+        where = f"{entry.path} (variant {entry.id})"
+        try:
+            size = entry.path.stat().st_size
+        except OSError:
+            raise HarnessError(f"{where}: listed in {MANIFEST} but missing") from None
+        if size == 0:
+            raise HarnessError(f"{where}: empty file; expected a MegEngine .mge dump")
+        recorded = entry.provenance.get("sha256")
+        if recorded and file_sha256(entry.path) != recorded:
+            raise HarnessError(
+                f"{where}: sha256 differs from {MANIFEST} (changed or partly written since the "
+                "export); export again or update the manifest"
+            )
 
 
 def parse_manifest(data: Any, root: Path, source: str) -> Manifest:

@@ -159,7 +159,64 @@ def test_changes_and_tampering_re_export(tmp_path, monkeypatch):
 
 
 def test_no_temporary_files_are_left(tiny_release):
-    assert sorted(p.name for p in tiny_release.iterdir() if p.name.startswith(".")) == []
+    hidden = sorted(p.name for p in tiny_release.iterdir() if p.name.startswith("."))
+    assert hidden == [".export.lock"]
+
+
+def test_a_changed_file_is_not_trusted_by_readers(tmp_path):
+    export_release(builtin_spec("tiny"), tmp_path, progress=None)
+    target = tmp_path / "tiny.fused.cbn-off.mge"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(
+        HarnessError, match="tiny.fused.cbn-off.mge .*sha256 differs from manifest.json"
+    ):
+        load_manifest(tmp_path)
+    target.unlink()
+    with pytest.raises(HarnessError, match="listed in manifest.json but missing"):
+        load_manifest(tmp_path)
+
+
+def _export_process(out, model="tiny"):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.Popen(
+        [sys.executable, "-m", "exporters", "--model", model, "--out", str(out)],
+        cwd=root, env=dict(os.environ, PYTHONPATH=root),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_two_exports_into_one_folder_do_not_corrupt_each_other(tmp_path):
+    first, second = _export_process(tmp_path), _export_process(tmp_path)
+    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    manifest = load_manifest(tmp_path)  # verifies every file against its recorded sha256
+    assert len(manifest.variants) == 5
+    exported = sum(err.count(": exported") for _, err in outputs)
+    assert exported == 5  # the second exporter waited, then found every file cached
+
+
+def test_kill_9_during_an_export_leaves_nothing_trusted(tmp_path):
+    import signal
+    import time
+
+    process = _export_process(tmp_path, "resnet18")
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*.mge")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    # No manifest yet, so nothing in the folder is trusted by any reader ...
+    with pytest.raises(HarnessError, match="manifest.json: missing"):
+        load_manifest(tmp_path)
+    # ... and the next export cleans up and produces a complete, verified release.
+    export_release(builtin_spec("resnet18"), tmp_path, progress=None)
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert len(load_manifest(tmp_path).variants) == 5
 
 
 def test_lite_runner_checks_dtype_and_shape_before_feeding(tiny_release):
