@@ -1,0 +1,1 @@
+"""MegEngine Lite latency benchmarks (pytest-benchmark suites); see ``bench.plugin``."""

@@ -1,0 +1,65 @@
+"""Benchmark cases: one per variant x batch size x device config x timing mode.
+
+Timing modes:
+
+* ``model``: the input is already in the Lite tensor; only ``runner.run()`` (forward + wait) is timed.
+* ``e2e``: raw 480x640 uint8 BGR frames in, logits out: host OpenCV preprocessing (external
+  variants) + set inputs + forward + fetch. The fair fused-vs-external comparison.
+* ``raw``: a bare ``LiteNetwork`` timing only ``forward(); wait()``, no harness code; the baseline
+  that shows the harness's own overhead (harness / raw). Batch 1 on ``cpu`` only.
+
+Cases are ordered device config -> variant -> batch -> mode, so consecutive tests share one loaded
+network and ``raw`` runs right after the ``model`` case it is the baseline of.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Modes every (variant, batch, device) gets.
+MODES = ("model", "e2e")
+
+#: Where the raw-Lite overhead baseline runs: batch 1 on the plain ``cpu`` config.
+RAW_BATCH, RAW_DEVICE = 1, "cpu"
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One benchmark: ``id`` is the pytest param id, ``group`` lines variants up for comparison."""
+
+    variant: object  # exporters.manifest.VariantEntry
+    batch: int
+    device: str
+    mode: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant.id}-b{self.batch}-{self.device}-{self.mode}"
+
+    @property
+    def group(self) -> str:
+        """``b{batch}/{device}/{mode}``; raw rows join the ``model`` group they are the baseline of."""
+        mode = "model" if self.mode == "raw" else self.mode
+        return f"b{self.batch}/{self.device}/{mode}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(variant id, device config): the unit that is probed and loaded once."""
+        return self.variant.id, self.device
+
+
+def _modes(batch: int, device: str) -> tuple[str, ...]:
+    if (batch, device) == (RAW_BATCH, RAW_DEVICE):
+        return ("model", "raw", "e2e")
+    return MODES
+
+
+def build_cases(variants, grid) -> list[BenchCase]:
+    """Every case of ``grid`` for ``variants`` (manifest order), in execution order."""
+    return [
+        BenchCase(entry, batch, device, mode)
+        for device in grid.devices
+        for entry in variants
+        for batch in grid.batch_sizes
+        for mode in _modes(batch, device)
+    ]

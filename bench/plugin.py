@@ -1,0 +1,152 @@
+"""pytest plugin of the Lite latency benchmarks (loaded by the root conftest).
+
+Options (``pytest bench/ --benchmark-autosave ...``):
+
+* ``--full-grid`` (or ``MGE_BENCH_GRID=full``): the release grid instead of the quick CI grid.
+* ``--batch-sizes 1,2,4,8`` and ``--devices cpu,cpu-2t``: override the grid's axes.
+* ``--probe-timeout SECONDS``: how long a crash-isolation probe may take. Defaults to 120.
+
+With ``--benchmark-save``/``--benchmark-autosave`` raw timings are always saved (as if
+``--benchmark-save-data`` were given), and cases that could not be measured go to a
+``bench-<datetime>.not-measured.json`` sidecar in the same machine folder as the saved run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.grid import GRID_ENV, select_grid
+from bench.probe import DEFAULT_TIMEOUT_S
+from bench.state import BenchState, sidecar_document, write_not_measured
+from exporters.errors import HarnessError
+
+STATE = pytest.StashKey[BenchState]()
+CASES = pytest.StashKey[list]()
+COLLECTION_ERROR = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mge-bench", "MegEngine Lite latency benchmarks (bench/)")
+    group.addoption(
+        "--full-grid",
+        action="store_true",
+        help=f"run the full grid (batches 1,2,4,8 x every device config) instead of the quick "
+        f"one (batches 1,4 x cpu); {GRID_ENV}=full does the same",
+    )
+    group.addoption(
+        "--batch-sizes",
+        metavar="LIST",
+        help="comma-separated batch sizes, e.g. 1,2,4,8 (default: the grid's)",
+    )
+    group.addoption(
+        "--devices",
+        metavar="LIST",
+        help="comma-separated device config names from exporters/devices.py, e.g. cpu,cpu-2t "
+        "(default: the grid's)",
+    )
+    group.addoption(
+        "--probe-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds a crash-isolation probe may run before it counts as hung "
+        f"(default: {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def pytest_configure(config):
+    try:
+        grid = select_grid(
+            full_flag=config.getoption("full_grid"),
+            env_value=os.environ.get(GRID_ENV),
+            batch_sizes=config.getoption("batch_sizes"),
+            devices=config.getoption("devices"),
+        )
+    except HarnessError as err:
+        raise pytest.UsageError(str(err)) from None
+    timeout = config.getoption("probe_timeout")
+    if not timeout > 0:
+        raise pytest.UsageError(
+            f"--probe-timeout: expected a positive number of seconds, got {timeout:g}"
+        )
+    config.stash[STATE] = BenchState(grid, probe_timeout=timeout)
+    if config.getoption("benchmark_save", None) or config.getoption("benchmark_autosave", False):
+        config.option.benchmark_save_data = True
+
+
+def _collection_cases(config) -> list:
+    """The benchmark cases of the release under test, built once per session.
+
+    Mirrors the root conftest's ``release_dir``/``manifest`` fixtures, which are not available
+    at collection time; the variant ids are needed for the test ids.
+    """
+    if CASES not in config.stash:
+        from bench.cases import build_cases
+        from exporters.manifest import load_manifest
+        from exporters.release import builtin_release
+
+        try:
+            release = config.getoption("release") or builtin_release(config.getoption("model"))
+            variants = load_manifest(release).variants
+            config.stash[CASES] = build_cases(variants, config.stash[STATE].grid)
+        except HarnessError as err:
+            config.stash[COLLECTION_ERROR] = str(err)
+            config.stash[CASES] = []
+    return config.stash[CASES]
+
+
+def pytest_generate_tests(metafunc):
+    if "bench_case" in metafunc.fixturenames:
+        cases = _collection_cases(metafunc.config)
+        metafunc.parametrize("bench_case", cases, ids=[case.id for case in cases])
+
+
+def pytest_collection_modifyitems(config, items):
+    # Raised here, not during collection, so pytest prints one "ERROR: ..." line, no traceback.
+    if COLLECTION_ERROR in config.stash:
+        raise pytest.UsageError(config.stash[COLLECTION_ERROR])
+
+
+@pytest.fixture(scope="session")
+def bench_state(pytestconfig):
+    """The session's ``BenchState``; loaded networks are released at the end of the session."""
+    state = pytestconfig.stash[STATE]
+    yield state
+    state.runners.close()
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from bench.machine import machine_info as megengine_info
+
+    machine_info.update(megengine_info())
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    config.stash[STATE].saved_run = {
+        "datetime": output_json.get("datetime"),
+        "machine_info": output_json.get("machine_info"),
+    }
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    state = config.stash.get(STATE, None)
+    saving = config.getoption("benchmark_save", None) or config.getoption(
+        "benchmark_autosave", False
+    )
+    if not state or not state.not_measured or not saving:
+        return
+    from pytest_benchmark.storage.file import FileStorage
+
+    bench_session = config._benchmarksession
+    if not isinstance(bench_session.storage, FileStorage):
+        return
+    machine = None if state.saved_run else bench_session.get_machine_info()
+    document = sidecar_document(state.not_measured, state.saved_run, machine)
+    folder = bench_session.storage.path / bench_session.machine_id
+    path = write_not_measured(folder, document)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.write_line(f"Saved {len(state.not_measured)} not-measured case(s) in: {path}")

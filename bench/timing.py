@@ -1,0 +1,89 @@
+"""What each timing mode times. Loading, input creation and warm-up stay outside the timed call.
+
+* ``model``: inputs copied into the Lite tensors once; the timed call is ``LiteRunner.run()``.
+* ``e2e``: the timed call is ``image_runner.infer({"data": frames})`` on 480x640 uint8 BGR frames.
+* ``raw``: a bare ``megenginelite.LiteNetwork`` (the ``cpu`` config is Lite's default config)
+  with the same input pre-filled; the timed call is ``forward(); wait()`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.inputs import IMAGE_SIZE, image_batch, model_feed
+
+
+def time_call(benchmark, grid, target, *args) -> None:
+    """Warms ``target`` up, sizes the rounds from the warm-up, then times it with pedantic.
+
+    Under ``--benchmark-disable`` the call runs once, untimed.
+    """
+    if benchmark.disabled:
+        benchmark.pedantic(target, args=args)
+        return
+    warmups = []
+    for _ in range(grid.warmup_rounds):
+        start = time.perf_counter()
+        target(*args)
+        warmups.append(time.perf_counter() - start)
+    rounds = grid.rounds_for(min(warmups)) if warmups else grid.min_rounds
+    benchmark.pedantic(target, args=args, rounds=rounds)
+
+
+def time_model(case, manifest, runners, benchmark, grid) -> None:
+    runner = runners.lite(case.variant, manifest, case.device)
+    runner.set_inputs(model_feed(case.variant, manifest, image_batch(case.batch)))
+    time_call(benchmark, grid, runner.run)
+
+
+def time_e2e(case, manifest, runners, benchmark, grid) -> None:
+    runner = runners.images(case.variant, manifest, case.device)
+    time_call(benchmark, grid, runner.infer, {"data": image_batch(case.batch)})
+
+
+def _forward_wait(network) -> None:
+    network.forward()
+    network.wait()
+
+
+def time_raw(case, manifest, runners, benchmark, grid) -> None:
+    import megenginelite
+
+    network = megenginelite.LiteNetwork()
+    network.load(str(case.variant.path))
+    for name, array in model_feed(case.variant, manifest, image_batch(case.batch)).items():
+        network.get_io_tensor(name).set_data_by_copy(array)
+    time_call(benchmark, grid, _forward_wait, network)
+
+
+TIMERS = {"model": time_model, "e2e": time_e2e, "raw": time_raw}
+
+
+def case_info(case, manifest) -> dict:
+    """The ``extra_info`` of a case: what ran, where, how; ``status`` "ok" until told otherwise.
+
+    ``image_size`` ([height, width]) is set whenever the fed input is raw frames: e2e always,
+    model/raw for raw-input (fused) variants.
+    """
+    entry = case.variant
+    info = {
+        "variant": entry.id,
+        "model": manifest.model,
+        "preprocessing": entry.preprocessing,
+        "fuse_conv_bias_nonlinearity": entry.fuse_conv_bias_nonlinearity,
+        "batch": case.batch,
+        "device": case.device,
+        "mode": case.mode,
+        "status": "ok",
+    }
+    if case.mode == "e2e" or entry.is_raw_input:
+        info["image_size"] = list(IMAGE_SIZE)
+    return info
+
+
+def throughput(stats, batch: int) -> dict:
+    """``per_image_ms`` and ``images_per_s`` from the median round (empty when untimed)."""
+    if not stats:
+        return {}
+    median = stats.stats.median
+    return {"per_image_ms": median * 1e3 / batch, "images_per_s": batch / median}
