@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_bench(*args, env=None):
     """``pytest bench/ ARGS`` in a child process, with the grid environment variable unset."""
-    environ = {k: v for k, v in os.environ.items() if k != GRID_ENV}
+    # Nothing of the parent session leaks in: under pytest-xdist the PYTEST_XDIST_* variables
+    # would make the child believe it is a worker, and pytest-benchmark then saves nothing.
+    environ = {
+        k: v for k, v in os.environ.items() if k != GRID_ENV and not k.startswith("PYTEST_")
+    }
     environ.update(PYTHONPATH=str(ROOT), **(env or {}))
     command = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "-rs"]
     return subprocess.run(
