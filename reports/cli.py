@@ -89,6 +89,12 @@ def parser() -> argparse.ArgumentParser:
         help="with --compare: exit 1 on a significant regression beyond RULE, e.g. median:10%%",
     )
     p.add_argument(
+        "--require-gate-pass",
+        action="store_true",
+        help="after writing the report, exit 1 unless the gate result exists and passed "
+        "(the main job uses it so that a failed gate still gets its report)",
+    )
+    p.add_argument(
         "--alpha",
         type=float,
         default=defaults.ALPHA,
@@ -122,6 +128,19 @@ def _report(args: argparse.Namespace) -> int:
     for warning in written.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {len(written.files)} files to {args.out}: {args.out / 'report.md'}")
+    return _gate_status(args) if args.require_gate_pass else 0
+
+
+def _gate_status(args: argparse.Namespace) -> int:
+    from reports.sources import read_gate
+
+    path = args.gate or defaults.GATE
+    if not Path(path).is_file():
+        print(f"error: {path}: no gate result; run pytest equivalence/ first", file=sys.stderr)
+        return 1
+    if read_gate(path).get("passed") is not True:
+        print(f"gate FAILED: see {path} and {args.out / 'report.md'}", file=sys.stderr)
+        return 1
     return 0
 
 

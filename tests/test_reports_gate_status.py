@@ -1,0 +1,30 @@
+"""``python -m reports --require-gate-pass``: the main job's last word on the gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reports import synthetic as syn
+from reports.cli import main
+
+
+@pytest.mark.parametrize("passed, code", [(True, 0), (False, 1)])
+def test_exit_code_follows_the_gate_after_writing_the_report(tmp_path, passed, code):
+    storage, gate = syn.demo_storage(tmp_path)
+    data = json.loads(gate.read_text())
+    data["passed"] = passed
+    gate.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    args = ["--benchmarks", str(storage), "--gate", str(gate), "--out", str(out)]
+    assert main([*args, "--require-gate-pass"]) == code
+    assert (out / "report.md").is_file()  # the report is written either way
+
+
+def test_a_missing_gate_result_fails_the_requirement(tmp_path, capsys, monkeypatch):
+    storage, _ = syn.demo_storage(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the default results/gate.json must not exist
+    args = ["--benchmarks", str(storage), "--out", str(tmp_path / "out")]
+    assert main([*args, "--require-gate-pass"]) == 1
+    assert "no gate result" in capsys.readouterr().err
