@@ -1,0 +1,277 @@
+"""Compare an output array with a reference array under one documented pass rule.
+
+The pass rule, the only one in the harness: ``out`` passes against ``ref`` when
+
+* both have the same shape and dtype (else status ``"shape"`` / ``"dtype"``),
+* both are finite: a NaN or Inf anywhere is status ``"nonfinite"``, never a pass,
+* every element satisfies ``|out - ref| <= atol + rtol * |ref|`` (else ``"mismatch"``), and
+* the cosine similarity of every batch row (axis 0) is at least ``cosine_min`` (else
+  ``"mismatch"``): a floor that catches a uniform drift which the elementwise rule lets through
+  on large logits.
+
+Tolerances are data (:class:`Tolerance`); which tolerance applies to which check lives in
+:mod:`equivalence.tolerances`. The result (:class:`CompareResult`) is truthy when it passes, reads
+well as a string and turns into JSON with ``to_dict()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from exporters.errors import HarnessError
+
+#: Every status a comparison can end in; only ``"pass"`` is truthy.
+STATUSES = ("pass", "mismatch", "nonfinite", "shape", "dtype")
+
+_TOLERANCE_FIELDS = ("atol", "rtol", "cosine_min")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far ``out`` may stray from ``ref``: ``|out - ref| <= atol + rtol * |ref|`` elementwise,
+    and a cosine similarity of at least ``cosine_min`` per batch row."""
+
+    atol: float
+    rtol: float
+    cosine_min: float
+
+    def __post_init__(self):
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise HarnessError(f"tolerance {name} must be a finite number >= 0, got {value!r}")
+        if not _is_number(self.cosine_min) or not -1.0 <= self.cosine_min <= 1.0:
+            raise HarnessError(
+                f"tolerance cosine_min must be a number in [-1, 1], got {self.cosine_min!r}"
+            )
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, *, base: Tolerance | None = None, source: str = "tolerance"
+    ) -> Tolerance:
+        """Builds a tolerance from ``{"atol", "rtol", "cosine_min"}``.
+
+        With ``base``, missing fields are taken from it (a partial override); without it, all
+        three are required. Errors name ``source``.
+        """
+        if not isinstance(data, Mapping):
+            raise HarnessError(
+                f"{source}: expected a table of atol, rtol, cosine_min, got {data!r}"
+            )
+        unknown = sorted(set(data) - set(_TOLERANCE_FIELDS))
+        if unknown:
+            raise HarnessError(
+                f"{source}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                f"expected some of {', '.join(_TOLERANCE_FIELDS)}"
+            )
+        if base is None:
+            missing = [k for k in _TOLERANCE_FIELDS if k not in data]
+            if missing:
+                raise HarnessError(f"{source}: missing {', '.join(map(repr, missing))}")
+            base = cls(0.0, 0.0, -1.0)
+        try:
+            return replace(base, **dict(data))
+        except HarnessError as err:
+            raise HarnessError(f"{source}: {err}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """The outcome of one comparison: truthy when it passes.
+
+    Metrics are computed in float64 over the elements where both arrays are finite. ``cosine``
+    is the smallest per-row cosine similarity; ``top1_agreement`` / ``top5_agreement`` are the
+    shares of batch rows whose arg-max (set of 5 largest) agree, for (N, classes) outputs.
+    ``min_atol`` is the smallest atol that passes the elementwise rule at the configured rtol,
+    ``min_rtol`` the smallest rtol at the configured atol (``inf`` when none would).
+    ``error_ratio`` is ``max |out - ref| / (atol + rtol * |ref|)``; ``margin = 1 - error_ratio``
+    is the share of the elementwise tolerance left unused at the worst element (1 when exact,
+    negative when failing).
+    """
+
+    status: str
+    tolerance: Tolerance
+    shape: tuple[int, ...]
+    dtype: str
+    max_abs: float = math.nan
+    max_rel: float = math.nan
+    mean_abs: float = math.nan
+    cosine: float = math.nan
+    mismatch_fraction: float = math.nan
+    mismatches: int = 0
+    size: int = 0
+    worst_index: tuple[int, ...] | None = None
+    worst_out: float | None = None
+    worst_ref: float | None = None
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
+    min_atol: float = math.nan
+    min_rtol: float = math.nan
+    error_ratio: float = math.nan
+    detail: str = field(default="")
+
+    def __bool__(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def passed(self) -> bool:
+        return bool(self)
+
+    @property
+    def margin(self) -> float:
+        return 1.0 - self.error_ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; non-finite floats (no value, or no passing rtol) become None."""
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        data["worst_index"] = None if self.worst_index is None else list(self.worst_index)
+        data["margin"] = self.margin
+        return {k: _json_float(v) for k, v in data.items()}
+
+    def __str__(self) -> str:
+        tol = self.tolerance
+        rule = f"|out - ref| <= {tol.atol:.3g} + {tol.rtol:.3g} * |ref|"
+        if self.status in ("shape", "dtype"):
+            return f"{self.status} mismatch: {self.detail}"
+        lines = [f"{self.status.upper()}: {self.detail}" if self.detail else self.status.upper()]
+        if self.size == 0:
+            return lines[0]
+        lines.append(
+            f"  {self.mismatches} of {self.size} elements ({100 * self.mismatch_fraction:.2f}%) "
+            f"outside {rule}; margin {self.margin:.3g}"
+        )
+        if self.worst_index is not None:
+            lines.append(
+                f"  worst at {list(self.worst_index)}: out {self.worst_out:.6g}, "
+                f"ref {self.worst_ref:.6g}"
+            )
+        lines.append(
+            f"  max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, mean abs "
+            f"{self.mean_abs:.3g}, cosine {self.cosine:.8f} (floor {tol.cosine_min:.8f})"
+        )
+        if self.top1_agreement is not None:
+            top5 = "n/a" if self.top5_agreement is None else f"{100 * self.top5_agreement:.0f}%"
+            lines.append(f"  top-1 agreement {100 * self.top1_agreement:.0f}%, top-5 {top5}")
+        lines.append(
+            f"  would pass the elementwise rule with atol >= {self.min_atol:.3g} "
+            f"(rtol {tol.rtol:.3g}) or rtol >= {self.min_rtol:.3g} (atol {tol.atol:.3g})"
+        )
+        return "\n".join(lines)
+
+
+def _json_float(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def compare(ref: np.ndarray, out: np.ndarray, tolerance: Tolerance) -> CompareResult:
+    """Compares ``out`` with ``ref`` under ``tolerance`` (see the module docstring for the rule)."""
+    ref, out = np.asarray(ref), np.asarray(out)
+    shape, dtype = tuple(ref.shape), str(ref.dtype)
+    if ref.shape != out.shape:
+        detail = f"out has shape {tuple(out.shape)}, ref has shape {shape}"
+        return CompareResult("shape", tolerance, shape, dtype, detail=detail)
+    if ref.dtype != out.dtype:
+        detail = f"out has dtype {out.dtype}, ref has dtype {dtype}"
+        return CompareResult("dtype", tolerance, shape, dtype, detail=detail)
+    ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
+    finite = np.isfinite(ref64) & np.isfinite(out64)
+    metrics = _metrics(ref64, out64, finite, tolerance)
+    if not finite.all():
+        detail = f"{_count_nonfinite(out64, 'out')}; {_count_nonfinite(ref64, 'ref')}"
+        return CompareResult("nonfinite", tolerance, shape, dtype, detail=detail, **metrics)
+    failing = metrics["mismatches"] > 0 or metrics["cosine"] < tolerance.cosine_min
+    return CompareResult("mismatch" if failing else "pass", tolerance, shape, dtype, **metrics)
+
+
+def _count_nonfinite(values: np.ndarray, name: str) -> str:
+    nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    if not nan and not inf:
+        return f"{name} is finite"
+    first = np.argwhere(~np.isfinite(values))[0].tolist()
+    return f"{name} has {nan} NaN and {inf} Inf (first at {first})"
+
+
+def _metrics(ref: np.ndarray, out: np.ndarray, finite: np.ndarray, tol: Tolerance) -> dict:
+    """All metrics over the finite elements of float64 ``ref``/``out`` (same shape)."""
+    diff = np.where(finite, np.abs(out - ref), 0.0)
+    mag = np.where(finite, np.abs(ref), 0.0)
+    allowed = tol.atol + tol.rtol * mag
+    ratio = _safe_divide(diff, allowed)
+    count = int(finite.sum())
+    metrics: dict[str, Any] = {
+        "size": count,
+        "mismatches": int((finite & (diff > allowed)).sum()),
+        "top1_agreement": _topk_agreement(ref, out, 1),
+        "top5_agreement": _topk_agreement(ref, out, 5),
+    }
+    if count == 0:
+        return metrics
+    worst = np.unravel_index(int(np.argmax(np.where(finite, ratio, -1.0))), ref.shape)
+    over_atol = diff > tol.atol
+    metrics.update(
+        max_abs=float(diff.max()),
+        max_rel=float(_safe_divide(diff, mag).max()),
+        mean_abs=float(diff.sum() / count),
+        cosine=_min_row_cosine(np.where(finite, ref, 0.0), np.where(finite, out, 0.0)),
+        mismatch_fraction=metrics["mismatches"] / count,
+        worst_index=tuple(int(i) for i in worst),
+        worst_out=float(out[worst]),
+        worst_ref=float(ref[worst]),
+        min_atol=float(max(0.0, (diff - tol.rtol * mag).max())),
+        min_rtol=float(_safe_divide(diff - tol.atol, mag)[over_atol].max(initial=0.0)),
+        error_ratio=float(ratio.max()),
+    )
+    return metrics
+
+
+def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` elementwise, with 0 / 0 = 0 and x / 0 = inf for x > 0."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        quotient = num / den
+    return np.where(num <= 0, 0.0, np.where(den > 0, quotient, math.inf))
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    return values.reshape(1, -1) if values.ndim < 2 else values.reshape(len(values), -1)
+
+
+def _min_row_cosine(ref: np.ndarray, out: np.ndarray) -> float:
+    """Smallest cosine similarity over batch rows; two all-zero rows count as identical (1).
+
+    Computed as ``1 - |u - v|^2 / 2`` on the unit vectors, which is exactly 1 for identical rows
+    and keeps its precision near 1, where the gate's floors sit.
+    """
+    ref, out = _rows(ref), _rows(out)
+    ref_norm = np.linalg.norm(ref, axis=1, keepdims=True)
+    out_norm = np.linalg.norm(out, axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.linalg.norm(ref / ref_norm - out / out_norm, axis=1)
+    cosines = 1.0 - 0.5 * gap**2
+    both_zero = (ref_norm[:, 0] == 0) & (out_norm[:, 0] == 0)
+    one_zero = (ref_norm[:, 0] == 0) ^ (out_norm[:, 0] == 0)
+    cosines = np.where(both_zero, 1.0, np.where(one_zero, 0.0, cosines))
+    return float(np.clip(cosines, -1.0, 1.0).min())
+
+
+def _topk_agreement(ref: np.ndarray, out: np.ndarray, k: int) -> float | None:
+    """Share of (N, classes) rows whose k largest classes are the same set; None if not 2-D."""
+    if ref.ndim != 2 or ref.shape[0] == 0 or ref.shape[1] < k:
+        return None
+    ref_top = np.sort(np.argsort(-ref, axis=1, kind="stable")[:, :k], axis=1)
+    out_top = np.sort(np.argsort(-out, axis=1, kind="stable")[:, :k], axis=1)
+    return float((ref_top == out_top).all(axis=1).mean())

@@ -1,0 +1,149 @@
+"""What the gate remembers: per-check results, counterexamples, verdicts and ``gate.json``.
+
+Inside a check, :class:`CheckRecorder` keeps the worst passing result and the last input tried.
+Hypothesis runs the shrunk (minimal) failing example last, so when a check fails, the last input
+is the counterexample; :func:`save_counterexample` writes it as ``.npy``, PNGs and a JSON sidecar.
+Each check's outcome travels as a plain dict (``check_record``), which pytest-xdist can ship from
+its workers; :func:`gate_document` folds them into the ``gate.json`` document.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equivalence.compare import CompareResult
+
+#: Check verdicts, worst first: a check's verdict is the worst over its setup/call/teardown.
+VERDICTS = ("error", "fail", "xpass", "xfail", "pass", "skipped")
+#: Variant verdicts that fail the gate.
+FAILING = ("error", "fail", "xpass")
+
+
+@dataclass
+class CheckRecorder:
+    """The examples of one check on one variant, as Hypothesis runs them."""
+
+    examples: int = 0
+    worst: CompareResult | None = None
+    last_images: np.ndarray | None = None
+    last_result: CompareResult | None = None
+
+    def start(self, images: np.ndarray) -> None:
+        self.examples += 1
+        self.last_images, self.last_result = images, None
+
+    def finish(self, result: CompareResult) -> None:
+        self.last_result = result
+        if self.worst is None or not result.margin >= self.worst.margin:
+            self.worst = result
+
+
+def reproduce_command(npy: Path) -> str:
+    """The one command that re-runs a saved counterexample (release, variant, check in the sidecar)."""
+    return f"{shlex.quote(sys.executable)} -m equivalence.reproduce {shlex.quote(str(npy))}"
+
+
+def save_counterexample(npy: Path, release: Path, images: np.ndarray, meta: dict) -> Path:
+    """Writes the uint8 BGR batch to ``npy`` (``<dir>/<variant>/<check>.npy``), one PNG per
+    image beside it and a ``.json`` sidecar with the release and ``meta`` (variant, check ...)."""
+    import cv2
+
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    for old in npy.parent.glob(f"{npy.stem}-*.png"):
+        old.unlink()
+    np.save(npy, images)
+    for i, image in enumerate(images):
+        cv2.imwrite(str(npy.with_name(f"{npy.stem}-{i}.png")), image)
+    sidecar = {"release": str(release), "shape": list(images.shape), **meta}
+    sidecar["command"] = reproduce_command(npy)
+    write_json_atomic(npy.with_suffix(".json"), sidecar)
+    return npy
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Writes strict JSON so that readers see the old file or the whole new one."""
+    from exporters.manifest import atomic_write_bytes
+
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_record(
+    recorder: CheckRecorder | None, failed: bool, counterexample: str | None, message: str
+) -> dict[str, Any]:
+    """A check's outcome as plain data: the final failing result if it failed, else the worst
+    passing one (smallest margin)."""
+    recorder = recorder or CheckRecorder()
+    result = recorder.last_result if failed else recorder.worst
+    metrics = None if result is None else result.to_dict()
+    return {
+        "examples": recorder.examples,
+        "metrics": metrics,
+        "tolerance": metrics["tolerance"] if metrics else None,
+        "margin": metrics["margin"] if metrics else None,
+        "counterexample": counterexample,
+        "message": message,
+    }
+
+
+def worst_verdict(*verdicts: str) -> str:
+    return min(verdicts, key=VERDICTS.index)
+
+
+def variant_verdict(checks: list[dict]) -> str:
+    """A variant's verdict: the worst of its checks' verdicts (order in ``VERDICTS``).
+
+    So a variant whose expected failure was caught (a strict-xfail check that failed) is
+    ``xfail`` when nothing else failed, and ``xpass`` (failing the gate) when that check passed.
+    """
+    return worst_verdict(*(c["verdict"] for c in checks)) if checks else "skipped"
+
+
+#: Fields of a check entry in gate.json, in order.
+CHECK_FIELDS = (
+    "check",
+    "verdict",
+    "examples",
+    "metrics",
+    "tolerance",
+    "margin",
+    "counterexample",
+    "message",
+)
+
+
+def gate_document(release: str, model: str, profile: str, records: list[dict]) -> dict[str, Any]:
+    """The ``gate.json`` document (shape documented in ``equivalence/README.md``).
+
+    ``records`` are check records with ``variant``, ``variant_index``, ``expected_failure`` and
+    ``verdict`` besides the ``check_record`` fields; variants keep manifest order.
+    """
+    by_variant: dict[str, list[dict]] = {}
+    for record in sorted(records, key=lambda r: (r["variant_index"], r["order"])):
+        by_variant.setdefault(record["variant"], []).append(record)
+    variants = [
+        {
+            "id": variant,
+            "verdict": variant_verdict(checks),
+            "expected_failure": checks[0]["expected_failure"],
+            "checks": [{k: c.get(k) for k in CHECK_FIELDS} for c in checks],
+        }
+        for variant, checks in by_variant.items()
+    ]
+    return {
+        "release": release,
+        "model": model,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hypothesis_profile": profile,
+        "passed": bool(variants) and all(v["verdict"] not in FAILING for v in variants),
+        "variants": variants,
+    }

@@ -1,0 +1,126 @@
+"""The gate's verdicts: collected from test reports, written to ``gate.json``, summarised.
+
+Registered as a plugin object by ``equivalence.plugin``. It reads every report's
+``user_properties`` (set by the plugin on gate items), so it works the same in one process and
+on a pytest-xdist controller, which receives the workers' reports. Only the controller (or the
+single process) writes ``gate.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from equivalence.record import check_record, gate_document, worst_verdict, write_json_atomic
+from equivalence.tolerances import CHECKS
+
+_CHECK_ORDER = {name: i for i, name in enumerate(CHECKS)}
+
+
+def phase_verdict(report, strict_xfail: bool) -> str | None:
+    """The verdict one setup/call/teardown report gives its check (None: no say)."""
+    if report.when != "call":
+        if report.failed:
+            return "error"
+        return "skipped" if report.skipped else None
+    if report.skipped:
+        return "xfail" if hasattr(report, "wasxfail") else "skipped"
+    if report.failed:
+        # A strict xfail that passed is reported failed: the expected failure was not caught.
+        return "xpass" if strict_xfail else "fail"
+    return "pass"
+
+
+def _report_message(report) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return report.longrepr[2].removeprefix("Skipped: ")
+    if report.failed and report.when != "call" and report.longreprtext:
+        return report.longreprtext.strip().splitlines()[-1]
+    return ""
+
+
+class GateReport:
+    """Collects check records from reports; writes ``gate.json`` and a terminal summary."""
+
+    def __init__(self, config, state):
+        self.config = config
+        self.state = state
+        self.records: dict[tuple[str, str], dict] = {}
+        self.release: dict | None = None
+        self.written = None
+
+    def pytest_runtest_logreport(self, report):
+        props = dict(report.user_properties)
+        if "gate_check" not in props:
+            return
+        key = (props["gate_variant"], props["gate_check"])
+        if key not in self.records:
+            self.records[key] = {
+                "check": props["gate_check"],
+                "variant": props["gate_variant"],
+                "variant_index": props["gate_variant_index"],
+                "order": _CHECK_ORDER[props["gate_check"]],
+                "expected_failure": props["gate_expected_failure"],
+                "verdict": None,
+                **check_record(None, False, None, ""),
+            }
+        record = self.records[key]
+        if report.when == "call" and "gate_record" in props:
+            record.update(json.loads(props["gate_record"]))
+        verdict = phase_verdict(report, props["gate_strict_xfail"])
+        if verdict is not None:
+            record["verdict"] = worst_verdict(*filter(None, (record["verdict"], verdict)))
+        if verdict == "xpass":
+            reason = props["gate_expected_failure"]
+            record["message"] = f"expected to fail ({reason}) but passed: {record['message']}"
+        record["message"] = record["message"] or _report_message(report)
+
+    def _release_info(self) -> dict | None:
+        manifest = self.state.manifest
+        if manifest is not None:
+            return {"release": str(manifest.root), "model": manifest.model}
+        return self.release
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """xdist controller: the workers loaded the release, the controller did not."""
+        info = getattr(node, "workeroutput", {}).get("equivalence_release")
+        if info and self.release is None:
+            self.release = info
+
+    def pytest_sessionfinish(self, session):
+        worker_output = getattr(self.config, "workeroutput", None)
+        if worker_output is not None:
+            worker_output["equivalence_release"] = self._release_info()
+            return
+        if not self.records:
+            return
+        from hypothesis import settings
+
+        info = self._release_info() or {"release": None, "model": None}
+        records = [{**r, "verdict": r["verdict"] or "error"} for r in self.records.values()]
+        document = gate_document(
+            info["release"], info["model"], settings.get_current_profile_name(), records
+        )
+        path = self.config.invocation_params.dir / self.config.getoption("gate_json")
+        write_json_atomic(path, document)
+        self.written = (path, document)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.written is None:
+            return
+        path, document = self.written
+        terminalreporter.section("equivalence gate")
+        for variant in document["variants"]:
+            checks = ", ".join(_check_summary(c) for c in variant["checks"])
+            terminalreporter.write_line(f"{variant['verdict']:>7}  {variant['id']}: {checks}")
+        verdict = "PASSED" if document["passed"] else "FAILED"
+        terminalreporter.write_line(f"gate {verdict}: {path}")
+
+
+def _check_summary(check: dict) -> str:
+    margin = check["margin"]
+    if check["verdict"] in ("pass", "xpass") and margin is not None:
+        return f"{check['check']} {check['verdict']} (margin {margin:.2f})"
+    return f"{check['check']} {check['verdict']}"
