@@ -51,13 +51,10 @@ def pytest_addoption(parser):
 def release_dir(pytestconfig) -> Path:
     """The release folder under test: --release, or the cached built-in release."""
     from exporters.errors import HarnessError
-    from exporters.release import builtin_release
+    from exporters.release import resolve_release
 
-    given = pytestconfig.getoption("release")
-    if given:
-        return Path(given)
     try:
-        return builtin_release(pytestconfig.getoption("model"))
+        return resolve_release(pytestconfig.getoption("release"), pytestconfig.getoption("model"))
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from None
 

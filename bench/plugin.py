@@ -85,10 +85,10 @@ def _collection_cases(config) -> list:
     if CASES not in config.stash:
         from bench.cases import build_cases
         from exporters.manifest import load_manifest
-        from exporters.release import builtin_release
+        from exporters.release import resolve_release
 
         try:
-            release = config.getoption("release") or builtin_release(config.getoption("model"))
+            release = resolve_release(config.getoption("release"), config.getoption("model"))
             variants = load_manifest(release).variants
             config.stash[CASES] = build_cases(variants, config.stash[STATE].grid)
         except HarnessError as err:

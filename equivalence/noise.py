@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     from equivalence.checks import Gate
     from equivalence.tolerances import CHECKS, load_tolerances
     from exporters.manifest import load_manifest
-    from exporters.release import builtin_release
+    from exporters.release import resolve_release
 
     parser = argparse.ArgumentParser(prog="python -m equivalence.noise", description=__doc__)
     parser.add_argument("--release", metavar="DIR", help="release folder (default: built-in)")
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     if unknown:
         raise HarnessError(f"--checks: unknown check(s) {unknown}; known: {', '.join(CHECKS)}")
     gate = Gate(
-        load_manifest(args.release or builtin_release(args.model)), load_tolerances(args.tolerances)
+        load_manifest(resolve_release(args.release, args.model)), load_tolerances(args.tolerances)
     )
     print(
         "| check | variant | examples | max abs | smallest passing atol | 1 - cosine "

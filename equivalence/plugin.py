@@ -88,11 +88,11 @@ class GateState:
         """
         if self.manifest is None and self.error is None:
             from exporters.manifest import load_manifest
-            from exporters.release import builtin_release
+            from exporters.release import resolve_release
 
             config = self.config
             try:
-                release = config.getoption("release") or builtin_release(config.getoption("model"))
+                release = resolve_release(config.getoption("release"), config.getoption("model"))
                 self.manifest = load_manifest(release)
             except HarnessError as err:
                 self.error = str(err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 
 from exporters.export import Progress, export_release, stderr_progress
@@ -24,6 +25,20 @@ def builtin_release(
     folder = Path(cache_dir) if cache_dir else cache_root() / "releases" / model
     export_release(spec, folder, progress=progress)
     return folder
+
+
+def resolve_release(release: str | Path | None, model: str = "resnet18") -> Path:
+    """The release folder a session works on: ``release`` if given, else the built-in
+    ``model``'s, exported on demand. Exported (or verified as cached) once per process, since
+    several pytest plugins ask during collection."""
+    if release:
+        return Path(release)
+    return _cached_builtin_release(model)
+
+
+@cache
+def _cached_builtin_release(model: str) -> Path:
+    return builtin_release(model)
 
 
 def builtin_module(model: str):
