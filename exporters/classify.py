@@ -50,7 +50,7 @@ import numpy as np
 from exporters.devices import DeviceConfig, get_device_config
 from exporters.errors import HarnessError, run_cli
 from exporters.images import ImageInput, image_inputs
-from exporters.manifest import MANIFEST, Manifest, VariantEntry, load_manifest
+from exporters.manifest import MANIFEST, Manifest, VariantEntry, load_manifest, path_inside
 
 #: Images per forward. Bounds memory (decoded images and the float batch) on long lists.
 DEFAULT_BATCH_SIZE = 8
@@ -142,9 +142,7 @@ def _imagenet() -> list[str]:
 
 
 def _labels_file(root: Path, name: str, where: str) -> list[str]:
-    path = (root / name).resolve()
-    if root.resolve() not in path.parents:
-        raise HarnessError(f"{where} file {name!r} points outside the release folder {root}")
+    path = path_inside(root, name, f"{where} file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -226,18 +226,20 @@ def _parse_entry(
         preprocessing=pre,
         fuse_conv_bias_nonlinearity=item["fuse_conv_bias_nonlinearity"],
         input=_parse_input(item.get("input"), pre, spec, where),
-        path=_contained(root, file, where),
+        path=path_inside(root, file, f"{where}.file"),
         expected_failure=expected_failure,
         provenance={k: v for k, v in item.items() if k not in _KNOWN_ENTRY_KEYS},
     )
 
 
-def _contained(root: Path, file: Any, where: str) -> Path:
+def path_inside(root: Path, file: Any, where: str) -> Path:
+    """``root / file`` resolved, or HarnessError when it is no name or leaves ``root``."""
     if not isinstance(file, str) or not file:
-        raise HarnessError(f"{where}.file must be a file name inside the release folder")
+        raise HarnessError(f"{where} must be a file name inside the release folder")
+    root = root.resolve()
     path = (root / file).resolve()
     if root not in path.parents:
-        raise HarnessError(f"{where}.file {file!r} points outside the release folder {root}")
+        raise HarnessError(f"{where} {file!r} points outside the release folder {root}")
     return path
 
 

@@ -127,19 +127,12 @@ def test_batch_of_three_matches_single_images(model):
 @pytest.fixture(scope="module")
 def dumped(model, tmp_path_factory):
     """The model traced at batch 1 and dumped with conv-bias fusion, as the exporter does."""
-    import megengine as mge
-    from megengine.jit import trace
+    from exporters.export import dump_graph
+    from exporters.variants import Variant
 
     path = tmp_path_factory.mktemp("efficientnet") / "efficientnet_lite0.mge"
-    traced = trace(lambda data: model(data), symbolic=True, capture_as_const=True)
-    traced(mge.tensor(np.zeros((1, 3, 224, 224), np.float32)))
-    traced.dump(
-        str(path),
-        arg_names=["data"],
-        output_names=["logits"],
-        optimize_for_inference=True,
-        enable_fuse_conv_bias_nonlinearity=True,
-    )
+    options = Variant("efficientnet_lite0", "external", True).dump_options()
+    dump_graph(model, np.zeros((1, 3, 224, 224), np.float32), path, options)
     return path
 
 

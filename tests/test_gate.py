@@ -163,19 +163,13 @@ PLANTED = {
 
 
 def dump_planted(module, preprocess, spec, path: Path) -> None:
-    import megengine as mge
-    from megengine.jit import trace
+    from exporters.export import dump_graph
+    from exporters.variants import Variant
 
-    traced = trace(lambda data: module(preprocess(data, spec)), capture_as_const=True)
     height, width = spec.size
-    traced(mge.tensor(np.zeros((1, height + 7, width + 13, 3), np.uint8)))
-    traced.dump(
-        str(path),
-        arg_names=["data"],
-        output_names=["logits"],
-        optimize_for_inference=True,
-        enable_fuse_conv_bias_nonlinearity=True,
-    )
+    example = np.zeros((1, height + 7, width + 13, 3), np.uint8)
+    options = Variant("tiny", "fused", True).dump_options()
+    dump_graph(lambda data: module(preprocess(data, spec)), example, path, options)
 
 
 def write_release(folder: Path, source: Path, entries: list[dict]) -> Path:
