@@ -5,11 +5,14 @@ per variant. Heavy imports (megengine, megenginelite, cv2) are lazy: importing t
 """
 
 import os
+import warnings
 
 # MegEngine's C++ runtime logs CUDA probing chatter ("info: Failed to load CUDA driver ...",
 # "debug: ...") on import and every Lite error before we report it in one line. Level 3 keeps
 # errors only; set RUNTIME_OVERRIDE_LOG_LEVEL yourself to see more (0 = debug).
 os.environ.setdefault("RUNTIME_OVERRIDE_LOG_LEVEL", "3")
+# MegEngine imports pkg_resources on start-up, and setuptools warns about that on stderr.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 from exporters.errors import HarnessError  # noqa: E402
 
