@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from exporters.probe import DEFAULT_TIMEOUT_S
+
 pytest_plugins = ["equivalence.plugin", "bench.plugin"]
 
 _SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
@@ -44,6 +46,15 @@ def pytest_addoption(parser):
         metavar="NAME",
         default="resnet18",
         help="built-in model whose release is used when --release is not given (default: resnet18)",
+    )
+    parser.addoption(
+        "--probe-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds one variant's crash-isolation probe (a child process that loads and runs "
+        f"it before the gate or a benchmark does) may take before it counts as hung "
+        f"(default: {DEFAULT_TIMEOUT_S:g})",
     )
 
 

@@ -4,7 +4,8 @@ Options (``pytest bench/ --benchmark-autosave ...``):
 
 * ``--full-grid`` (or ``MGE_BENCH_GRID=full``): the release grid instead of the quick CI grid.
 * ``--batch-sizes 1,2,4,8`` and ``--devices cpu,cpu-2t``: override the grid's axes.
-* ``--probe-timeout SECONDS``: how long a crash-isolation probe may take. Defaults to 120.
+* ``--probe-timeout SECONDS`` (root conftest, shared with the gate): how long a variant's
+  crash-isolation probe may take. Defaults to 120.
 
 With ``--benchmark-save``/``--benchmark-autosave`` raw timings are always saved (as if
 ``--benchmark-save-data`` were given), and cases that could not be measured go to a
@@ -18,7 +19,6 @@ import os
 import pytest
 
 from bench.grid import GRID_ENV, select_grid
-from bench.probe import DEFAULT_TIMEOUT_S
 from bench.state import BenchState, sidecar_document, write_not_measured
 from exporters.errors import HarnessError
 
@@ -46,17 +46,11 @@ def pytest_addoption(parser):
         help="comma-separated device config names from exporters/devices.py, e.g. cpu,cpu-2t "
         "(default: the grid's)",
     )
-    group.addoption(
-        "--probe-timeout",
-        metavar="SECONDS",
-        type=float,
-        default=DEFAULT_TIMEOUT_S,
-        help=f"seconds a crash-isolation probe may run before it counts as hung "
-        f"(default: {DEFAULT_TIMEOUT_S:g})",
-    )
 
 
 def pytest_configure(config):
+    from exporters.probe import check_timeout
+
     try:
         grid = select_grid(
             full_flag=config.getoption("full_grid"),
@@ -64,13 +58,9 @@ def pytest_configure(config):
             batch_sizes=config.getoption("batch_sizes"),
             devices=config.getoption("devices"),
         )
+        timeout = check_timeout(config.getoption("probe_timeout"))
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from None
-    timeout = config.getoption("probe_timeout")
-    if not timeout > 0:
-        raise pytest.UsageError(
-            f"--probe-timeout: expected a positive number of seconds, got {timeout:g}"
-        )
     config.stash[STATE] = BenchState(grid, probe_timeout=timeout)
     if config.getoption("benchmark_save", None) or config.getoption("benchmark_autosave", False):
         config.option.benchmark_save_data = True

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.inputs import IMAGE_SIZE
 from bench.loaded import LoadedRunners
-from bench.probe import DEFAULT_TIMEOUT_S, ProbeResult, probe_command, run_probe
 from bench.timing import case_info
+from exporters.manifest import atomic_write_bytes
+from exporters.probe import DEFAULT_TIMEOUT_S, ProbeResult, probe_variants
 
 #: Suffix the reports look for next to saved runs.
 SIDECAR_SUFFIX = ".not-measured.json"
@@ -35,10 +37,15 @@ class BenchState:
     def probe(self, case, release_dir) -> ProbeResult:
         """Probes ``case``'s (variant, device config) in a child process, once per session."""
         if case.key not in self.probes:
-            command = probe_command(
-                release_dir, case.variant.id, case.device, self.grid.batch_sizes
-            )
-            self.probes[case.key] = run_probe(command, self.probe_timeout)
+            variant_id = case.variant.id
+            self.probes[case.key] = probe_variants(
+                release_dir,
+                [variant_id],
+                case.device,
+                self.grid.batch_sizes,
+                IMAGE_SIZE,
+                self.probe_timeout,
+            )[variant_id]
         return self.probes[case.key]
 
     def blocker(self, case, release_dir) -> tuple[str, str] | None:
@@ -76,8 +83,9 @@ def sidecar_name(stamp: str) -> str:
 
 
 def write_not_measured(folder: Path, document: dict) -> Path:
-    """Writes the sidecar into ``folder`` (the machine folder of the benchmark storage)."""
+    """Writes the sidecar into ``folder`` (the machine folder of the benchmark storage), atomically:
+    a run killed while writing it leaves no half-written file for the reports to read."""
     path = Path(folder) / sidecar_name(document["datetime"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
     return path

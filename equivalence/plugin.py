@@ -6,11 +6,19 @@
 * ``--tolerances FILE``: a ``.json``/``.toml`` file overriding the default tolerances.
 * ``--gate-json PATH``: where the gate's verdicts go. Defaults to ``results/gate.json``.
 * ``--counterexamples DIR``: where failing inputs are saved. Defaults to ``results/counterexamples``.
+* ``--probe-timeout SECONDS`` (root conftest, shared with the benchmarks): how long a variant's
+  crash-isolation probe may take. Defaults to 120.
 
 A bad release (missing folder or manifest, bad JSON or keys, a ``.mge`` that does not load or
-run) stops the session with one ``ERROR: ...`` line before any check runs. Under pytest-xdist
-every worker loads its own runners; each check's record travels in its report's
-``user_properties`` and only the controller writes ``gate.json``.
+run) stops the session with one ``ERROR: ...`` line before any check runs. Every variant is
+probed in a child process first (``equivalence.isolation``): one that crashes or hangs there is
+never loaded in-process, its checks fail with the verdict ``crashed``/``timeout`` and the other
+variants are still checked. Under pytest-xdist every worker loads its own runners; each check's
+record travels in its report's ``user_properties`` and only the controller writes ``gate.json``.
+
+``gate.json`` fails closed: once the gate's tests are collected it is replaced by a document with
+``"status": "incomplete"`` and ``"passed": false`` (so a gate run that is killed or crashes
+leaves no earlier pass behind), and a bad release gets ``"status": "error"`` with the message.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from exporters.errors import HarnessError
 STATE = pytest.StashKey["GateState"]()
 
 #: Checks against another pipeline, where an expected failure may show too (non-strict xfail).
-_CROSS_CHECKS = ("fuse", "eager", "device")
+#: Not eager: it replays the variant's own preprocessing recipe, so a variant's known defect
+#: cannot show there and an eager failure is an export defect, whatever the variant.
+_CROSS_CHECKS = ("fuse", "device", "photos")
 
 
 def pytest_addoption(parser):
@@ -60,8 +70,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "gate_check(name): a gate check, parametrized over the release's variants"
     )
+    from exporters.probe import check_timeout
+
     try:
         tolerances = load_tolerances(config.getoption("tolerances"))
+        check_timeout(config.getoption("probe_timeout"))
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from None
     config.stash[STATE] = GateState(config, tolerances)
@@ -76,6 +89,7 @@ class GateState:
         self.tolerances = tolerances
         self.error: str | None = None
         self.manifest = None
+        self.blocked = None  # {variant id: ProbeResult} of variants that crashed or hung
         self._gate = None
         self._strategies: dict[str, object] = {}
         self.recorders: dict[tuple[str, str], CheckRecorder] = {}
@@ -123,9 +137,6 @@ class GateState:
 
     def check(self, check: str, variant_id: str, data) -> None:
         """Draws one batch of images, runs ``check`` on it and asserts that it passes."""
-        from equivalence.checks import GATE_CHECKS
-        from equivalence.record import reproduce_command
-
         images = data.draw(self.images(check), label="images")
         recorder = self.recorders.setdefault((check, variant_id), CheckRecorder())
         recorder.start(images)
@@ -133,14 +144,39 @@ class GateState:
         recorder.finish(result)
         _steer(result)
         if not result:
-            npy = self.counterexample_path(check, variant_id)
-            raise AssertionError(
-                f"{variant_id} fails the {check} check ({GATE_CHECKS[check].description}) "
-                f"on a batch of shape {images.shape}:\n{result}\n"
-                f"counterexample: {npy} (+ PNGs)\n"
-                f"reproduce: {reproduce_command(npy)}\n"
-                f"      or: {self.pytest_command(check, variant_id)}"
-            )
+            raise self.failure(check, variant_id, f"a batch of shape {images.shape}", result)
+
+    def check_fixed(self, check: str, variant_id: str) -> None:
+        """Runs ``check`` on every batch of its fixed inputs (the photo set) and asserts that all
+        pass. Failing batches are recorded last, so the counterexample is a failing batch."""
+        from equivalence.checks import GATE_CHECKS
+
+        runs = [
+            (batch, self.gate.run(check, variant_id, batch.images))
+            for batch in GATE_CHECKS[check].fixed()
+        ]
+        recorder = self.recorders.setdefault((check, variant_id), CheckRecorder())
+        for batch, result in sorted(runs, key=lambda run: not run[1]):
+            recorder.start(batch.images)
+            recorder.finish(result)
+        failed = [batch.label for batch, result in runs if not result]
+        if failed:
+            where = f"{len(failed)} of {len(runs)} batches: {'; '.join(failed)}; the last one"
+            raise self.failure(check, variant_id, where, recorder.last_result)
+
+    def failure(self, check: str, variant_id: str, where: str, result) -> AssertionError:
+        """The assertion a failing check raises: what failed, the comparison, how to reproduce."""
+        from equivalence.checks import GATE_CHECKS
+        from equivalence.record import reproduce_command
+
+        npy = self.counterexample_path(check, variant_id)
+        return AssertionError(
+            f"{variant_id} fails the {check} check ({GATE_CHECKS[check].description}) "
+            f"on {where}:\n{result}\n"
+            f"counterexample: {npy} (+ PNGs)\n"
+            f"reproduce: {reproduce_command(npy)}\n"
+            f"      or: {self.pytest_command(check, variant_id)}"
+        )
 
     def pytest_command(self, check: str, variant_id: str) -> str:
         words = ["pytest", "equivalence/", "--release", str(self.manifest.root)]
@@ -177,13 +213,37 @@ class GateState:
         return check_record(recorder, True, path, message)
 
     def validate(self) -> None:
-        """Loads and test-runs the release; a bad one becomes a one-line UsageError."""
+        """Probes, loads and test-runs the release; a bad one becomes a one-line UsageError."""
         if self.load() is None:
             raise pytest.UsageError(self.error)
         try:
-            self.gate.validate()
+            self.gate.validate(skip=self.probe())
         except HarnessError as err:
             raise pytest.UsageError(str(err)) from None
+
+    def probe(self) -> dict:
+        """The variants that crashed or hung in a child process (probed once per session; an
+        xdist worker takes the controller's results when it probed)."""
+        if self.blocked is None:
+            from equivalence.isolation import probe_release
+            from exporters.probe import ProbeResult
+
+            shipped = getattr(self.config, "workerinput", {}).get("gate_probes")
+            if shipped is not None:
+                self.blocked = {vid: ProbeResult(*fields) for vid, fields in shipped.items()}
+            else:
+                timeout = self.config.getoption("probe_timeout")
+                self.blocked = probe_release(self.manifest, timeout)
+        return self.blocked
+
+    def blocked_check(self, check: str, variant_id: str) -> tuple[str, str] | None:
+        """(verdict, reason) when a variant the check needs crashed or hung in its probe."""
+        from equivalence.isolation import blocked_check
+
+        if not self.blocked:
+            return None
+        entry = self.manifest.variant(variant_id)
+        return blocked_check(check, self.manifest, entry, self.blocked)
 
     def close(self) -> None:
         if self._gate is not None:
@@ -224,12 +284,43 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("variant_id", params)
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only gate tests that will run count
 def pytest_collection_modifyitems(config, items):
     state = config.stash[STATE]
+    gate_items = [item for item in items if item.get_closest_marker("gate_check")]
+    running = bool(gate_items) and not config.option.collectonly
+    report = config.pluginmanager.get_plugin("equivalence-gate")
+    if running:  # an earlier gate.json must not outlive a gate run that dies or stops here
+        report.write_status("incomplete")
+    try:
+        _prepare_items(config, state, gate_items)
+    except pytest.UsageError as err:
+        if running:
+            report.write_status("error", str(err))
+        raise
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """xdist controller: gate.json says "incomplete" once a worker has collected gate tests."""
+    if any(nodeid.split("::")[0].endswith("equivalence/test_gate.py") for nodeid in ids):
+        node.config.pluginmanager.get_plugin("equivalence-gate").write_status("incomplete")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist controller: ship the probe results of a release it validated to the workers."""
+    blocked = node.config.stash[STATE].blocked
+    if blocked is not None:
+        node.workerinput["gate_probes"] = {
+            vid: [r.status, r.reason, r.seconds] for vid, r in blocked.items()
+        }
+
+
+def _prepare_items(config, state, gate_items) -> None:
     # Raised here, not during collection, so pytest prints one "ERROR: ..." line, no traceback.
     if state.error:
         raise pytest.UsageError(state.error)
-    gate_items = [item for item in items if item.get_closest_marker("gate_check")]
     if not gate_items:
         return
     order = {e.id: i for i, e in enumerate(state.manifest.variants)}
@@ -265,6 +356,12 @@ def pytest_runtest_setup(item):
         reason = runtime_skip_reason(marker.args[0])
         if reason:
             pytest.skip(reason)
+        blocked = item.config.stash[STATE].blocked_check(
+            marker.args[0], item.callspec.params["variant_id"]
+        )
+        if blocked:
+            item.user_properties.append(("gate_blocked", blocked[0]))
+            pytest.fail(blocked[1], pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,10 @@ import numpy as np
 from equivalence.compare import CompareResult
 
 #: Check verdicts, worst first: a check's verdict is the worst over its setup/call/teardown.
-VERDICTS = ("error", "fail", "xpass", "xfail", "pass", "skipped")
+#: ``crashed``/``timeout``: the variant crashed or hung in its probe and was never checked.
+VERDICTS = ("crashed", "timeout", "error", "fail", "xpass", "xfail", "pass", "skipped")
 #: Variant verdicts that fail the gate.
-FAILING = ("error", "fail", "xpass")
+FAILING = ("crashed", "timeout", "error", "fail", "xpass")
 
 
 @dataclass
@@ -53,15 +54,26 @@ def reproduce_command(npy: Path) -> str:
 
 def save_counterexample(npy: Path, release: Path, images: np.ndarray, meta: dict) -> Path:
     """Writes the uint8 BGR batch to ``npy`` (``<dir>/<variant>/<check>.npy``), one PNG per
-    image beside it and a ``.json`` sidecar with the release and ``meta`` (variant, check ...)."""
+    image beside it and a ``.json`` sidecar with the release and ``meta`` (variant, check ...).
+
+    Each file is written atomically, the sidecar last: a run killed meanwhile leaves no
+    half-written file for ``equivalence.reproduce`` to read.
+    """
+    import io
+
     import cv2
+
+    from exporters.manifest import atomic_write_bytes
 
     npy.parent.mkdir(parents=True, exist_ok=True)
     for old in npy.parent.glob(f"{npy.stem}-*.png"):
         old.unlink()
-    np.save(npy, images)
+    buffer = io.BytesIO()
+    np.save(buffer, images)
+    atomic_write_bytes(npy, buffer.getvalue())
     for i, image in enumerate(images):
-        cv2.imwrite(str(npy.with_name(f"{npy.stem}-{i}.png")), image)
+        png = cv2.imencode(".png", image)[1].tobytes()
+        atomic_write_bytes(npy.with_name(f"{npy.stem}-{i}.png"), png)
     sidecar = {"release": str(release), "shape": list(images.shape), **meta}
     sidecar["command"] = reproduce_command(npy)
     write_json_atomic(npy.with_suffix(".json"), sidecar)
@@ -121,11 +133,20 @@ CHECK_FIELDS = (
 )
 
 
-def gate_document(release: str, model: str, profile: str, records: list[dict]) -> dict[str, Any]:
+def gate_document(
+    release: str | None,
+    model: str | None,
+    profile: str,
+    records: list[dict],
+    status: str = "complete",
+    error: str | None = None,
+) -> dict[str, Any]:
     """The ``gate.json`` document (shape documented in ``equivalence/README.md``).
 
     ``records`` are check records with ``variant``, ``variant_index``, ``expected_failure`` and
-    ``verdict`` besides the ``check_record`` fields; variants keep manifest order.
+    ``verdict`` besides the ``check_record`` fields; variants keep manifest order. ``status`` is
+    "complete" (the default), "incomplete" (written before the checks run, so a run that dies
+    leaves a failing document) or "error" (the release was refused; ``error`` says why).
     """
     by_variant: dict[str, list[dict]] = {}
     for record in sorted(records, key=lambda r: (r["variant_index"], r["order"])):
@@ -144,6 +165,10 @@ def gate_document(release: str, model: str, profile: str, records: list[dict]) -
         "model": model,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hypothesis_profile": profile,
-        "passed": bool(variants) and all(v["verdict"] not in FAILING for v in variants),
+        "status": status,
+        "error": error,
+        "passed": status == "complete"
+        and bool(variants)
+        and all(v["verdict"] not in FAILING for v in variants),
         "variants": variants,
     }

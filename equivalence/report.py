@@ -68,7 +68,8 @@ class GateReport:
         record = self.records[key]
         if report.when == "call" and "gate_record" in props:
             record.update(json.loads(props["gate_record"]))
-        verdict = phase_verdict(report, props["gate_strict_xfail"])
+        # A check whose variant crashed or hung in its probe failed in setup: say which.
+        verdict = props.get("gate_blocked") or phase_verdict(report, props["gate_strict_xfail"])
         if verdict is not None:
             record["verdict"] = worst_verdict(*filter(None, (record["verdict"], verdict)))
         if verdict == "xpass":
@@ -89,6 +90,29 @@ class GateReport:
         if info and self.release is None:
             self.release = info
 
+    def write_status(self, status: str, error: str | None = None) -> None:
+        """Writes a gate.json without verdicts: "incomplete" before the checks run, "error" when
+        the release is refused. Either fails the gate; workers write nothing."""
+        if getattr(self.config, "workerinput", None) is None:
+            self._write([], status, error)
+
+    def _write(self, records: list[dict], status: str, error: str | None) -> dict:
+        from hypothesis import settings
+
+        info = self._release_info() or {"release": self.config.getoption("release"), "model": None}
+        document = gate_document(
+            info["release"],
+            info["model"],
+            settings.get_current_profile_name(),
+            records,
+            status,
+            error,
+        )
+        path = self.config.invocation_params.dir / self.config.getoption("gate_json")
+        write_json_atomic(path, document)
+        self.written = (path, document)
+        return document
+
     def pytest_sessionfinish(self, session):
         worker_output = getattr(self.config, "workeroutput", None)
         if worker_output is not None:
@@ -96,27 +120,24 @@ class GateReport:
             return
         if not self.records:
             return
-        from hypothesis import settings
-
-        info = self._release_info() or {"release": None, "model": None}
         records = [{**r, "verdict": r["verdict"] or "error"} for r in self.records.values()]
-        document = gate_document(
-            info["release"], info["model"], settings.get_current_profile_name(), records
-        )
-        path = self.config.invocation_params.dir / self.config.getoption("gate_json")
-        write_json_atomic(path, document)
-        self.written = (path, document)
+        document = self._write(records, "complete", None)
+        if not document["passed"] and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the gate fails closed
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.written is None:
             return
         path, document = self.written
+        if document["status"] == "error":  # the one "ERROR: ..." line says it all
+            return
         terminalreporter.section("equivalence gate")
         for variant in document["variants"]:
             checks = ", ".join(_check_summary(c) for c in variant["checks"])
             terminalreporter.write_line(f"{variant['verdict']:>7}  {variant['id']}: {checks}")
         verdict = "PASSED" if document["passed"] else "FAILED"
-        terminalreporter.write_line(f"gate {verdict}: {path}")
+        unfinished = " (the gate did not finish)" if document["status"] == "incomplete" else ""
+        terminalreporter.write_line(f"gate {verdict}{unfinished}: {path}")
 
 
 def _check_summary(check: dict) -> str:

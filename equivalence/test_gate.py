@@ -5,6 +5,8 @@ Each test is one check kind, parametrized by variant id (the pytest param id); t
 check that an ``expected_failure`` variant must fail as ``xfail(strict=True)``. Hypothesis draws
 raw uint8 BGR image batches; ``gate.check`` compares and records (see ``equivalence.checks``).
 Each check runs its share of the selected profile's ``max_examples`` (``examples(check)``).
+The photo check has fixed inputs instead (``equivalence.photos``): ``gate.check_fixed`` runs
+every same-sized batch of the photo set once.
 """
 
 import pytest
@@ -60,3 +62,9 @@ def test_determinism(gate, variant_id, data):
 def test_device(gate, variant_id, data):
     """CPU matches CUDA (skipped without a CUDA device)."""
     gate.check("device", variant_id, data)
+
+
+@pytest.mark.gate_check("photos")
+def test_photos(gate, variant_id):
+    """On real photos the variant keeps the reference pipeline's top-1 class and matches it."""
+    gate.check_fixed("photos", variant_id)

@@ -11,7 +11,7 @@ Python::
 Command line (``--top-k`` defaults to 1)::
 
     python -m exporters.classify --release DIR [--variant ID] [--device cpu] [--top-k N]
-                                 [--batch-size N] [--json] IMAGE...
+                                 [--batch-size N] [--max-pixels N] [--json] IMAGE...
 
 prints, per image, its top-1 on the line that names the image and the other ``N - 1`` results
 indented by two spaces under it (``index name probability``, probability with 3 decimals)::
@@ -49,7 +49,8 @@ import numpy as np
 
 from exporters.devices import DeviceConfig, get_device_config
 from exporters.errors import HarnessError, run_cli
-from exporters.images import ImageInput, image_inputs
+from exporters.files import check_regular
+from exporters.images import MAX_IMAGE_PIXELS, ImageInput, image_inputs
 from exporters.manifest import MANIFEST, Manifest, VariantEntry, load_manifest, path_inside
 
 #: Images per forward. Bounds memory (decoded images and the float batch) on long lists.
@@ -143,6 +144,7 @@ def _imagenet() -> list[str]:
 
 def _labels_file(root: Path, name: str, where: str) -> list[str]:
     path = path_inside(root, name, f"{where} file")
+    check_regular(path, "a text file of class names")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -159,8 +161,14 @@ class Classifier:
     marked ``expected_failure`` is used only when named). ``device`` is a device config name
     (``exporters.devices``), defaults to "cpu". ``top_k`` predictions per image, defaults to 5
     (at most the number of classes). ``batch_size`` images per forward, defaults to 8.
+    ``max_pixels`` bounds memory: the largest image accepted (larger ones are refused, PNG and
+    JPEG files before decoding) and the most pixels decoded and run in one forward (one image
+    may use it all); defaults to ``exporters.images.MAX_IMAGE_PIXELS`` (2**27, 134 megapixels).
 
-    The model is loaded on first use and kept until ``close()`` (or the end of a ``with``).
+    The model is loaded on first use and kept until ``close()`` (or the end of a ``with``). It
+    runs in this process: unlike the gate and the benchmarks, the classifier does not probe a
+    variant in a child process first, so a ``.mge`` that crashes Lite crashes the caller (gate
+    the release first).
     """
 
     def __init__(
@@ -170,11 +178,14 @@ class Classifier:
         device: DeviceConfig | str = "cpu",
         top_k: int = 5,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ):
         from exporters.runners import image_runner
 
         check_positive(top_k, "top_k")
         check_positive(batch_size, "batch_size")
+        check_positive(max_pixels, "max_pixels")
+        self.max_pixels = max_pixels
         self.manifest = load_manifest(release_dir)
         self.variant = self.manifest.variant(variant) if variant else default_variant(self.manifest)
         self.top_k = top_k
@@ -187,22 +198,36 @@ class Classifier:
         """Top-k predictions per image, in input order.
 
         ``images``: a file path, a BGR uint8 array (H, W, 3), an (N, H, W, 3) batch, or a list
-        mixing paths and arrays (see ``exporters.images``). Same-sized images of a chunk of
-        ``batch_size`` run as one batch in raw-input (fused) graphs; external variants resize
-        on the host, so a whole chunk runs as one batch whatever the sizes.
+        mixing paths and arrays (see ``exporters.images``). Images are decoded a chunk at a
+        time: at most ``batch_size`` images and ``max_pixels`` pixels.
+        Same-sized images of a chunk run as one batch in raw-input (fused) graphs; external
+        variants resize on the host, so a whole chunk runs as one batch whatever the sizes.
         """
-        inputs = image_inputs(images)
+        inputs = image_inputs(images, self.max_pixels)
         self.runner.activate()
         results = []
-        for start in range(0, len(inputs), self.batch_size):
-            chunk = inputs[start : start + self.batch_size]
+        for chunk in self._chunks(inputs):
             results.extend(self._classify_chunk(chunk))
         return results
 
     __call__ = classify
 
-    def _classify_chunk(self, chunk: list[ImageInput]) -> list[Classification]:
-        pixels = [item.load() for item in chunk]
+    def _chunks(self, inputs: list[ImageInput]):
+        """(input, pixels) pairs, decoded one by one, in chunks within both limits."""
+        chunk, total = [], 0
+        for item in inputs:
+            image = item.load(self.max_pixels)
+            size = image.shape[0] * image.shape[1]
+            if chunk and (len(chunk) == self.batch_size or total + size > self.max_pixels):
+                yield chunk
+                chunk, total = [], 0
+            chunk.append((item, image))
+            total += size
+        if chunk:
+            yield chunk
+
+    def _classify_chunk(self, chunk: list[tuple[ImageInput, np.ndarray]]) -> list[Classification]:
+        pixels = [image for _, image in chunk]
         groups: dict[tuple[int, ...] | None, list[int]] = {}
         for i, image in enumerate(pixels):
             # External variants resize on the host, so images of any size share one forward.
@@ -212,7 +237,9 @@ class Classifier:
             logits = self._logits([pixels[i] for i in group])
             for i, row in zip(group, softmax(logits), strict=True):
                 probabilities[i] = row
-        return [self._result(item.source, p) for item, p in zip(chunk, probabilities, strict=True)]
+        return [
+            self._result(item.source, p) for (item, _), p in zip(chunk, probabilities, strict=True)
+        ]
 
     def _logits(self, images: list[np.ndarray]) -> np.ndarray:
         from exporters.preprocess import reference_preprocess
@@ -222,8 +249,9 @@ class Classifier:
         if isinstance(runner, HostPreprocessRunner):
             batch = np.concatenate([reference_preprocess(im[None], runner.spec) for im in images])
             outputs = runner.inner.infer({self.variant.input.name: batch})
-        else:
-            outputs = runner.infer({self.variant.input.name: np.stack(images)})
+        else:  # one image is fed as a view: no copy of a possibly huge image
+            batch = images[0][None] if len(images) == 1 else np.stack(images)
+            outputs = runner.infer({self.variant.input.name: batch})
         return self._check_logits(outputs, len(images))
 
     def _check_logits(self, outputs: dict[str, np.ndarray], count: int) -> np.ndarray:
@@ -292,6 +320,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help=f"images per forward (default {DEFAULT_BATCH_SIZE})",
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="refuse images larger than N pixels (height x width), and decode and run at most "
+        f"N pixels at a time (default {MAX_IMAGE_PIXELS}, about 134 megapixels)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     return parser.parse_args(argv)
 
@@ -310,10 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     check_positive(args.top_k, "--top-k")
     check_positive(args.batch_size, "--batch-size")
+    check_positive(args.max_pixels, "--max-pixels")
     from exporters.quiet import probe_cuda_quietly
 
     probe_cuda_quietly()
-    with Classifier(args.release, args.variant, args.device, args.top_k, args.batch_size) as clf:
+    options = (args.variant, args.device, args.top_k, args.batch_size, args.max_pixels)
+    with Classifier(args.release, *options) as clf:
         if clf.variant.expected_failure:
             print(
                 f"warning: {clf.variant.id} is expected to fail equivalence: "

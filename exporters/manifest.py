@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.errors import HarnessError
+from exporters.files import check_regular, special_kind
 from exporters.preprocess import PreprocessSpec
 from exporters.variants import PREPROCESSINGS, RAW_INPUT_PREPROCESSINGS
 
@@ -134,6 +135,7 @@ def load_manifest(release_dir: str | Path, verify: bool = True) -> Manifest:
             f"{root}: release folder does not exist; expected a folder with {MANIFEST}"
         )
     path = root / MANIFEST
+    check_regular(path, f"a {MANIFEST} file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -162,6 +164,9 @@ def verify_files(manifest: Manifest) -> None:
     """HarnessError naming the first variant file that is missing, empty or not as recorded."""
     for entry in manifest.variants:
         where = f"{entry.path} (variant {entry.id})"
+        kind = special_kind(entry.path)
+        if kind:
+            raise HarnessError(f"{where}: is {kind}; expected a MegEngine .mge dump")
         try:
             size = entry.path.stat().st_size
         except OSError:
@@ -266,10 +271,14 @@ def _parse_input(item: Any, pre: str, spec: PreprocessSpec, where: str) -> Input
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    """Writes ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The file is readable by everyone (0644), as a plain ``open(path, "w")`` would leave it.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

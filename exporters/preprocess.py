@@ -114,11 +114,15 @@ def check_images(images: Any, name: str = "images") -> np.ndarray:
     return images
 
 
-def reference_preprocess(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def reference_preprocess(
+    images: np.ndarray, spec: PreprocessSpec, *, exact: bool = False
+) -> np.ndarray:
     """The external OpenCV pipeline: uint8 BGR (N, H, W, 3) -> float32 NCHW at ``spec.size``.
 
     ``cv2.resize(INTER_LINEAR)`` on the uint8 image (as serving code does), float32, channel
-    flip when the model wants RGB, ``(x - mean) / std``, transpose to NCHW.
+    flip when the model wants RGB, ``(x - mean) / std``, transpose to NCHW. With ``exact``, the
+    image is resized as float32 instead: the exact bilinear values, without the uint8 path's
+    fixed-point weights and rounding (up to 0.76 grey levels apart on photos). Defaults to False.
     """
     import cv2
 
@@ -128,7 +132,8 @@ def reference_preprocess(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray
     mean = np.asarray(spec.mean, np.float32)
     std = np.asarray(spec.std, np.float32)
     for i, image in enumerate(images):
-        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        source = image.astype(np.float32) if exact else image
+        resized = cv2.resize(source, (width, height), interpolation=cv2.INTER_LINEAR)
         pixels = resized.astype(np.float32)
         if spec.color == "rgb":
             pixels = pixels[:, :, ::-1]
@@ -211,7 +216,8 @@ def identity_warp_preprocess(data, spec: PreprocessSpec):
 
     x = data.astype("float32")
     eye = F.eye(3, dtype="float32").reshape(1, 3, 3)
-    matrix = F.broadcast_to(eye, F.concat([data.shape[0:1], eye.shape[1:]]))
+    # data.shape[0] is a tensor when traced (the dump keeps any batch), an int when eager.
+    matrix = F.broadcast_to(eye, (data.shape[0], 3, 3))
     x = F.vision.warp_perspective(x, matrix, spec.size, format="NHWC")
     return _normalize_nchw(F.transpose(x, (0, 3, 1, 2)), spec)
 

@@ -3,24 +3,45 @@
 On a machine without a GPU, MegEngine's CUDA stub prints nine ``info:``/``debug:`` lines to
 stderr the first time anything probes for CUDA, unconditionally (no log level covers it).
 Entry points call ``probe_cuda_quietly()`` first: it triggers that probe once with file
-descriptor 2 pointed at /dev/null, so a bad input still ends in exactly one ``error:`` line.
+descriptor 2 captured and dropped, so a bad input still ends in exactly one ``error:`` line.
+Image decoders (libpng, OpenCV's log) are captured the same way (``captured_stderr``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+
+
+@contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Captures what is written to file descriptor 2 (C libraries too) inside the block; the
+    yielded list holds the captured lines once the block ends."""
+    sys.stderr.flush()
+    lines: list[str] = []
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                sink.seek(0)
+                lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+    finally:
+        os.close(saved)
 
 
 @lru_cache(maxsize=1)
 def probe_cuda_quietly() -> int:
     """Imports MegEngine and Lite and counts CUDA devices with stderr silenced."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
+    with captured_stderr():
         import megengine
         import megenginelite as lite
 
@@ -28,6 +49,3 @@ def probe_cuda_quietly() -> int:
         megengine.tensor([0.0]).numpy()  # the first tensor probes the driver once more
         # Lite asks the driver again (with its own three lines); its count is the one we use.
         return int(lite.LiteGlobal.get_device_count(lite.LiteDeviceType.LITE_CUDA))
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

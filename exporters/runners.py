@@ -15,8 +15,10 @@ import numpy as np
 
 from exporters.devices import DeviceConfig, get_device_config, unavailable_reason
 from exporters.errors import HarnessError
+from exporters.files import check_regular
 from exporters.manifest import InputSpec, Manifest, VariantEntry
 from exporters.preprocess import PreprocessSpec, check_images, reference_preprocess
+from exporters.quiet import captured_stderr
 
 
 class _DropLiteErrorLog(logging.Filter):
@@ -74,7 +76,13 @@ class Runner:
         return f"{type(self).__name__}({self.name!r})"
 
 
+def _first_line(err: Exception) -> str:
+    """The first line of a Lite error (the rest is a C++ backtrace), at most 160 characters."""
+    return (str(err).strip().splitlines() or ["unknown error"])[0][:160]
+
+
 def _check_model_file(path: Path) -> None:
+    check_regular(path, "a MegEngine .mge dump")
     if not path.is_file():
         raise HarnessError(f"{path}: model file does not exist")
     size = path.stat().st_size
@@ -128,11 +136,11 @@ class LiteRunner(Runner):
         if self.device.device == "cuda":
             network.device_id = self.device.device_id
         try:
-            network.load(str(self.path))
+            with captured_stderr():  # Lite's own "LITE[ERR] ..." copy of the error
+                network.load(str(self.path))
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else "unknown error"
             raise HarnessError(
-                f"{self.path}: MegEngine Lite cannot load it ({first[:160]})"
+                f"{self.path}: MegEngine Lite cannot load it ({_first_line(err)})"
             ) from None
         if self.device.algo_policy:
             from exporters.devices import ALGO_POLICIES
@@ -219,8 +227,16 @@ class LiteRunner(Runner):
         return {name: tensor.to_numpy() for name, tensor in self._outputs.items()}
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Sets the inputs, runs and fetches the outputs; a Lite failure (e.g. a graph whose
+        input is not what the manifest declares) is a one-line HarnessError."""
         self.set_inputs(feed)
-        self.run()
+        try:
+            self.run()
+        except RuntimeError as err:
+            shapes = ", ".join(f"{n} {a.dtype} {a.shape}" for n, a in feed.items())
+            raise HarnessError(
+                f"{self.path}: MegEngine Lite fails to run it on {shapes} ({_first_line(err)})"
+            ) from None
         return self.fetch()
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from exporters.errors import HarnessError
+from exporters.files import check_regular
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
@@ -62,6 +63,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     ``RestrictedUnpickler``, so a hostile file is refused without running anything.
     """
     path = Path(path)
+    check_regular(path, "a weights file (.npz or a megengine.save pickle)")
     try:
         data = path.read_bytes()
     except OSError as err:

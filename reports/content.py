@@ -106,6 +106,11 @@ def _gate_headline(gate: dict | None, note: str) -> str:
         return f"Equivalence gate: none ({note})."
     passed = gate.get("passed")
     verdict = "**PASSED**" if passed is True else "**FAILED**" if passed is False else "unknown"
+    status = gate.get("status")
+    if status == "incomplete":
+        verdict += ", the gate did not finish (killed, crashed or interrupted)"
+    elif status == "error":
+        verdict += f", the release was refused: {gate.get('error')}"
     return f"Equivalence gate: {verdict} ({note})."
 
 

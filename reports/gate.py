@@ -1,8 +1,9 @@
 """Tables from the equivalence gate's ``gate.json``.
 
 The file is written by another tool and may lag behind or lead this reader, so every field except
-the ``variants`` list (checked by :func:`reports.sources.read_gate`) is optional: missing values
-stay blank.
+the ``variants`` list (checked by :func:`reports.sources.read_gate`) is optional: missing values,
+and values of the wrong type (a number where a name belongs, text where a number does), stay
+blank; a variant without a string ``id`` is left out.
 """
 
 from __future__ import annotations
@@ -25,16 +26,30 @@ _WORST = {"max_abs": max, "max_rel": max, "cosine": min, "top1_agreement": min}
 
 
 def _variants(gate: dict | None) -> list[dict]:
-    variants = (gate or {}).get("variants") or []
-    return [v for v in variants if isinstance(v, dict) and v.get("id") is not None]
+    variants = _list((gate or {}).get("variants"))
+    return [v for v in variants if isinstance(v, dict) and isinstance(v.get("id"), str)]
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _checks(variant: dict) -> list[dict]:
-    return [check for check in variant.get("checks") or [] if isinstance(check, dict)]
+    return [check for check in _list(variant.get("checks")) if isinstance(check, dict)]
 
 
 def _metrics(check: dict) -> dict:
-    return check["metrics"] if isinstance(check.get("metrics"), dict) else {}
+    metrics = check["metrics"] if isinstance(check.get("metrics"), dict) else {}
+    return {name: _number(metrics.get(name)) for name in METRICS}
+
+
+def _number(value: object) -> float | None:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if is_number else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def check_rows(gate: dict | None) -> pd.DataFrame:
@@ -42,14 +57,14 @@ def check_rows(gate: dict | None) -> pd.DataFrame:
     rows = [
         {
             "variant": variant["id"],
-            "verdict": variant.get("verdict"),
-            "expected_failure": variant.get("expected_failure"),
-            "check": check.get("check"),
-            "check_verdict": check.get("verdict"),
-            "examples": check.get("examples"),
-            **{name: _metrics(check).get(name) for name in METRICS},
-            "margin": check.get("margin"),
-            "message": check.get("message"),
+            "verdict": _text(variant.get("verdict")),
+            "expected_failure": _text(variant.get("expected_failure")),
+            "check": _text(check.get("check")),
+            "check_verdict": _text(check.get("verdict")),
+            "examples": _number(check.get("examples")),
+            **_metrics(check),
+            "margin": _number(check.get("margin")),
+            "message": _text(check.get("message")),
         }
         for variant in _variants(gate)
         for check in _checks(variant) or [{}]
@@ -69,7 +84,8 @@ def variant_summary(gate: dict | None) -> pd.DataFrame:
         worst = {
             name: _worst([m.get(name) for m in metrics], pick) for name, pick in _WORST.items()
         }
-        rows.append({"variant": variant["id"], "equivalence": variant.get("verdict"), **worst})
+        verdict = _text(variant.get("verdict"))
+        rows.append({"variant": variant["id"], "equivalence": verdict, **worst})
     return pd.DataFrame(rows, columns=["variant", "equivalence", *_WORST])
 
 

@@ -80,7 +80,10 @@ class Loaded:
 
 
 def read_json(path: Path) -> object:
-    """Parse ``path``; ReportError naming the file when it is missing or not JSON."""
+    """Parse ``path``; ReportError naming the file when it is missing, not a regular file (a
+    folder, or a FIFO whose read would block) or not JSON."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise ReportError(f"{path}: not a regular file; expected a JSON file")
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -144,6 +147,8 @@ def discover(paths: Iterable[Path | str]) -> list[Path]:
             found.append(path)
         elif path.is_dir():
             found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()))
+        elif path.exists():
+            raise ReportError(f"{path}: neither a file nor a folder of saved benchmark runs")
         else:
             raise ReportError(
                 f"{path}: no such file or folder of saved benchmark runs "

@@ -21,10 +21,10 @@ from bench.grid import (
 )
 from bench.inputs import IMAGE_SIZE, image_batch, model_feed
 from bench.machine import SIMD_FLAGS, cpu_model_and_flags
-from bench.probe import classify_exit, run_probe
 from bench.state import sidecar_document, sidecar_name
 from exporters.devices import DEVICE_CONFIGS, QUICK_DEVICES
 from exporters.errors import HarnessError
+from exporters.probe import classify_exit, run_probe
 
 # --- grid ----------------------------------------------------------------------------------
 

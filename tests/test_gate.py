@@ -353,4 +353,7 @@ def test_bad_release_stops_with_one_line(tiny_release, tmp_path, case):
     errors = [line for line in output.splitlines() if line.startswith("ERROR: ")]
     assert proc.returncode == USAGE_ERROR, output
     assert len(errors) == 1 and expected in errors[0], output
-    assert "Traceback" not in output and not document
+    assert "Traceback" not in output
+    # gate.json fails closed: a refused release leaves no earlier verdict behind.
+    assert (document["status"], document["passed"], document["variants"]) == ("error", False, [])
+    assert expected in document["error"]

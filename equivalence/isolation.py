@@ -1,0 +1,66 @@
+"""Crash and hang isolation for the gate: variants are probed in a child process first.
+
+Before the gate loads a release in-process, every variant is loaded and run once in a child
+(``exporters.probe``). A variant that crashed the child (a signal, e.g. SIGSEGV) or hung past
+``--probe-timeout`` is never loaded in-process: its checks, and the checks of other variants that
+need it (the reference pipeline's variant, a fuse check's fusion-off twin), fail in setup with the
+probe's reason and the verdict ``crashed``/``timeout``/``error``, so the gate fails closed while
+every other variant is still checked. A probe that merely errored (a file Lite cannot load, an
+input that is not as declared) is left to the in-process validation, which names the problem in
+one line and stops the session.
+"""
+
+from __future__ import annotations
+
+from exporters.manifest import Manifest, VariantEntry
+from exporters.probe import ProbeResult, probe_variants
+
+#: Probe statuses that keep a variant out of the gate's process.
+BLOCKING = ("crashed", "timeout")
+
+#: Batch sizes a gate probe runs: a single image and a batch, like the checks' image batches.
+PROBE_BATCH_SIZES = (1, 4)
+
+
+def probe_release(manifest: Manifest, timeout: float) -> dict[str, ProbeResult]:
+    """The variants of ``manifest`` that crashed or hung in a child process, with the reason."""
+    results = probe_variants(
+        manifest.root,
+        [entry.id for entry in manifest.variants],
+        batch_sizes=PROBE_BATCH_SIZES,
+        timeout=timeout,
+    )
+    return {vid: result for vid, result in results.items() if result.status in BLOCKING}
+
+
+def needed_variants(check: str, manifest: Manifest, entry: VariantEntry) -> list[VariantEntry]:
+    """The variants ``check`` loads for ``entry``: itself, plus the reference pipeline's variant
+    (checks against the reference) or its fusion-off twin (``fuse``).
+
+    A check that loads another variant is also stopped by ``RunnerPool``, which refuses to load
+    a blocked variant: this list only lets such checks fail in setup, with a precise verdict.
+    """
+    from equivalence.checks import _AGAINST_REFERENCE, fuse_twin
+
+    needed = [entry]
+    if check in _AGAINST_REFERENCE:
+        needed.append(manifest.reference_variant())
+    elif check == "fuse":
+        needed.append(fuse_twin(manifest, entry))
+    return [other for other in needed if other is not None]
+
+
+def blocked_check(
+    check: str, manifest: Manifest, entry: VariantEntry, blocked: dict[str, ProbeResult]
+) -> tuple[str, str] | None:
+    """(verdict, reason) when ``check`` on ``entry`` cannot run because a variant it needs was
+    blocked by its probe, else None. The verdict is the probe's status for the variant's own
+    failure and ``error`` when another variant it needs is at fault."""
+    for other in needed_variants(check, manifest, entry):
+        result = blocked.get(other.id)
+        if result is None:
+            continue
+        if other.id == entry.id:
+            return result.status, f"{entry.id} {result.reason}; it was not loaded in the gate"
+        return "error", f"needs {other.id}, which {result.reason}; not checked"
+    return None
