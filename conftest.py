@@ -21,7 +21,7 @@ _SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.larg
 settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=_SLOW_DATA)
 settings.register_profile(
     "ci",
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,
