@@ -59,24 +59,14 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture(scope="session")
-def release_dir(pytestconfig) -> Path:
-    """The release folder under test: --release, or the cached built-in release."""
-    from exporters.errors import HarnessError
-    from exporters.release import resolve_release
+def manifest(pytestconfig):
+    """The validated manifest of the release under test (loaded once per session)."""
+    from exporters.session import session_release
 
-    try:
-        return resolve_release(pytestconfig.getoption("release"), pytestconfig.getoption("model"))
-    except HarnessError as err:
-        raise pytest.UsageError(str(err)) from None
+    return session_release(pytestconfig).require()
 
 
 @pytest.fixture(scope="session")
-def manifest(release_dir):
-    """The validated manifest of the release under test."""
-    from exporters.errors import HarnessError
-    from exporters.manifest import load_manifest
-
-    try:
-        return load_manifest(release_dir)
-    except HarnessError as err:
-        raise pytest.UsageError(str(err)) from None
+def release_dir(manifest) -> Path:
+    """The release folder under test: --release, or the cached built-in release."""
+    return manifest.root

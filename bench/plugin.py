@@ -67,23 +67,18 @@ def pytest_configure(config):
 
 
 def _collection_cases(config) -> list:
-    """The benchmark cases of the release under test, built once per session.
-
-    Mirrors the root conftest's ``release_dir``/``manifest`` fixtures, which are not available
-    at collection time; the variant ids are needed for the test ids.
-    """
+    """The benchmark cases of the release under test, built once per session (the session's
+    release, ``exporters.session``, is shared with the gate and the fixtures)."""
     if CASES not in config.stash:
         from bench.cases import build_cases
-        from exporters.manifest import load_manifest
-        from exporters.release import resolve_release
+        from exporters.session import session_release
 
-        try:
-            release = resolve_release(config.getoption("release"), config.getoption("model"))
-            variants = load_manifest(release).variants
-            config.stash[CASES] = build_cases(variants, config.stash[STATE].grid)
-        except HarnessError as err:
-            config.stash[COLLECTION_ERROR] = str(err)
+        release = session_release(config)
+        if release.manifest is None:
+            config.stash[COLLECTION_ERROR] = release.error
             config.stash[CASES] = []
+        else:
+            config.stash[CASES] = build_cases(release.manifest.variants, config.stash[STATE].grid)
     return config.stash[CASES]
 
 
