@@ -25,9 +25,6 @@ import numpy as np
 
 from exporters.errors import HarnessError
 
-#: Every status a comparison can end in; only ``"pass"`` is truthy.
-STATUSES = ("pass", "mismatch", "nonfinite", "shape", "dtype")
-
 _TOLERANCE_FIELDS = ("atol", "rtol", "cosine_min")
 
 
@@ -124,10 +121,6 @@ class CompareResult:
 
     def __bool__(self) -> bool:
         return self.status == "pass"
-
-    @property
-    def passed(self) -> bool:
-        return bool(self)
 
     @property
     def margin(self) -> float:

@@ -3,15 +3,19 @@
 Before the gate loads a release in-process, every variant is loaded and run once in a child
 (``exporters.probe``). A variant that crashed the child (a signal, e.g. SIGSEGV) or hung past
 ``--probe-timeout`` is never loaded in-process: its checks, and the checks of other variants that
-need it (the reference pipeline's variant, a fuse check's fusion-off twin), fail in setup with the
-probe's reason and the verdict ``crashed``/``timeout``/``error``, so the gate fails closed while
-every other variant is still checked. A probe that merely errored (a file Lite cannot load, an
-input that is not as declared) is left to the in-process validation, which names the problem in
-one line and stops the session.
+need it (what a check record's ``needs`` names: the reference pipeline's variant, a fuse check's
+fusion-off twin), fail in setup with the probe's reason and the verdict
+``crashed``/``timeout``/``error``, so the gate fails closed while every other variant is still
+checked. A probe that merely errored (a file Lite cannot load, an input that is not as declared)
+is left to the in-process validation, which names the problem in one line and stops the session.
+
+Under pytest-xdist the controller probes once and ships the results to its workers
+(``to_workerinput`` / ``from_workerinput``), so no release is probed twice.
 """
 
 from __future__ import annotations
 
+from equivalence.checks import GATE_CHECKS
 from exporters.manifest import Manifest, VariantEntry
 from exporters.probe import ProbeResult, probe_variants
 
@@ -20,6 +24,9 @@ BLOCKING = ("crashed", "timeout")
 
 #: Batch sizes a gate probe runs: a single image and a batch, like the checks' image batches.
 PROBE_BATCH_SIZES = (1, 4)
+
+#: The key of the probe results in an xdist worker's ``workerinput``.
+WORKERINPUT_KEY = "gate_probes"
 
 
 def probe_release(manifest: Manifest, timeout: float) -> dict[str, ProbeResult]:
@@ -33,21 +40,32 @@ def probe_release(manifest: Manifest, timeout: float) -> dict[str, ProbeResult]:
     return {vid: result for vid, result in results.items() if result.status in BLOCKING}
 
 
+def to_workerinput(blocked: dict[str, ProbeResult]) -> dict[str, list]:
+    """Probe results as plain data for an xdist worker's ``workerinput``."""
+    return {vid: [r.status, r.reason, r.seconds] for vid, r in blocked.items()}
+
+
+def from_workerinput(workerinput: dict) -> dict[str, ProbeResult] | None:
+    """The probe results a controller shipped to this worker, or None when it shipped none."""
+    shipped = workerinput.get(WORKERINPUT_KEY)
+    if shipped is None:
+        return None
+    return {vid: ProbeResult(*fields) for vid, fields in shipped.items()}
+
+
+def session_probes(config, manifest: Manifest, timeout: float) -> dict[str, ProbeResult]:
+    """The blocked variants of this session: shipped by the xdist controller, else probed."""
+    shipped = from_workerinput(getattr(config, "workerinput", {}))
+    return shipped if shipped is not None else probe_release(manifest, timeout)
+
+
 def needed_variants(check: str, manifest: Manifest, entry: VariantEntry) -> list[VariantEntry]:
-    """The variants ``check`` loads for ``entry``: itself, plus the reference pipeline's variant
-    (checks against the reference) or its fusion-off twin (``fuse``).
+    """The variants ``check`` loads for ``entry`` (its record's ``needed_variants``).
 
     A check that loads another variant is also stopped by ``RunnerPool``, which refuses to load
     a blocked variant: this list only lets such checks fail in setup, with a precise verdict.
     """
-    from equivalence.checks import _AGAINST_REFERENCE, fuse_twin
-
-    needed = [entry]
-    if check in _AGAINST_REFERENCE:
-        needed.append(manifest.reference_variant())
-    elif check == "fuse":
-        needed.append(fuse_twin(manifest, entry))
-    return [other for other in needed if other is not None]
+    return GATE_CHECKS[check].needed_variants(manifest, entry)
 
 
 def blocked_check(

@@ -100,7 +100,7 @@ def table_rows(gate, check: str, variant_id: str, worst: Worst) -> str:
 
 
 def main(argv=None) -> int:
-    from equivalence.checks import Gate
+    from equivalence.gate import Gate
     from equivalence.tolerances import CHECKS, load_tolerances
     from exporters.manifest import load_manifest
     from exporters.release import resolve_release

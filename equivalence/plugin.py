@@ -25,20 +25,22 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 from pathlib import Path
 
 import pytest
 
-from equivalence.record import CheckRecorder, check_record
+from equivalence.record import (
+    CheckRecorder,
+    check_record,
+    counterexample_path,
+    failure_text,
+    passing_message,
+    rerun_command,
+    save_counterexample,
+)
 from exporters.errors import HarnessError
 
 STATE = pytest.StashKey["GateState"]()
-
-#: Checks against another pipeline, where an expected failure may show too (non-strict xfail).
-#: Not eager: it replays the variant's own preprocessing recipe, so a variant's known defect
-#: cannot show there and an eager failure is an export defect, whatever the variant.
-_CROSS_CHECKS = ("fuse", "device", "photos")
 
 
 def pytest_addoption(parser):
@@ -82,42 +84,38 @@ def pytest_configure(config):
 
 
 class GateState:
-    """One process's gate: the release (loaded at collection), its runners, the recorders."""
+    """One process's gate: the session's release, its runners, and the checks running on it."""
 
     def __init__(self, config, tolerances):
         self.config = config
         self.tolerances = tolerances
-        self.error: str | None = None
-        self.manifest = None
         self.blocked = None  # {variant id: ProbeResult} of variants that crashed or hung
         self._gate = None
         self._strategies: dict[str, object] = {}
         self.recorders: dict[tuple[str, str], CheckRecorder] = {}
 
+    @property
+    def error(self) -> str | None:
+        from exporters.session import session_release
+
+        return session_release(self.config).error
+
+    @property
+    def manifest(self):
+        from exporters.session import session_release
+
+        return session_release(self.config).manifest
+
     def load(self):
-        """The manifest under test, loaded once; None (and ``error`` set) when it is bad.
-
-        Mirrors the root conftest's ``manifest`` fixture, which collection cannot use: the
-        variant ids are the test ids.
-        """
-        if self.manifest is None and self.error is None:
-            from exporters.manifest import load_manifest
-            from exporters.release import resolve_release
-
-            config = self.config
-            try:
-                release = resolve_release(config.getoption("release"), config.getoption("model"))
-                self.manifest = load_manifest(release)
-            except HarnessError as err:
-                self.error = str(err)
+        """The manifest under test (``exporters.session``); None when the release is bad."""
         return self.manifest
 
     @property
     def gate(self):
         if self._gate is None:
-            from equivalence.checks import Gate
+            from equivalence.gate import Gate
 
-            self._gate = Gate(self.load(), self.tolerances)
+            self._gate = Gate(self.manifest, self.tolerances)
         return self._gate
 
     def images(self, check: str):
@@ -133,7 +131,7 @@ class GateState:
 
     def counterexample_path(self, check: str, variant: str) -> Path:
         folder = self.config.invocation_params.dir / self.config.getoption("counterexamples")
-        return folder / variant / f"{check}.npy"
+        return counterexample_path(folder, check, variant)
 
     def check(self, check: str, variant_id: str, data) -> None:
         """Draws one batch of images, runs ``check`` on it and asserts that it passes."""
@@ -165,39 +163,35 @@ class GateState:
             raise self.failure(check, variant_id, where, recorder.last_result)
 
     def failure(self, check: str, variant_id: str, where: str, result) -> AssertionError:
-        """The assertion a failing check raises: what failed, the comparison, how to reproduce."""
-        from equivalence.checks import GATE_CHECKS
-        from equivalence.record import reproduce_command
-
-        npy = self.counterexample_path(check, variant_id)
+        """The assertion a failing check raises (text: ``equivalence.record.failure_text``)."""
         return AssertionError(
-            f"{variant_id} fails the {check} check ({GATE_CHECKS[check].description}) "
-            f"on {where}:\n{result}\n"
-            f"counterexample: {npy} (+ PNGs)\n"
-            f"reproduce: {reproduce_command(npy)}\n"
-            f"      or: {self.pytest_command(check, variant_id)}"
+            failure_text(
+                check,
+                variant_id,
+                where,
+                result,
+                self.counterexample_path(check, variant_id),
+                self.pytest_command(check, variant_id),
+            )
         )
 
     def pytest_command(self, check: str, variant_id: str) -> str:
-        words = ["pytest", "equivalence/", "--release", str(self.manifest.root)]
-        words += ["-k", f"test_{check} and {variant_id}"]
-        seed = self.config.getoption("hypothesis_seed", None)
-        if seed is not None:
-            words += ["--hypothesis-seed", str(seed)]
-        return shlex.join(words)
+        config = self.config
+        return rerun_command(
+            self.manifest.root,
+            check,
+            variant_id,
+            seed=config.getoption("hypothesis_seed", None),
+            profile=_profile_name(),
+            tolerances=config.getoption("tolerances"),
+        )
 
     def finish(self, check: str, variant_id: str, excinfo) -> dict:
         """The record of a finished check; saves its counterexample when it failed."""
-        from equivalence.record import save_counterexample
-
         recorder = self.recorders.pop((check, variant_id), None)
         failed = excinfo is not None and not excinfo.errisinstance(pytest.skip.Exception)
         if not failed:
-            worst = recorder.worst if recorder else None
-            message = (
-                f"{recorder.examples} examples; worst margin {worst.margin:.3g}" if worst else ""
-            )
-            return check_record(recorder, False, None, message)
+            return check_record(recorder, False, None, passing_message(recorder))
         message = str(excinfo.value).split("\nFalsifying example")[0].strip()
         path = None
         if recorder and recorder.last_images is not None:
@@ -206,6 +200,7 @@ class GateState:
                 "check": check,
                 "result": None if recorder.last_result is None else recorder.last_result.to_dict(),
                 "hypothesis_seed": self.config.getoption("hypothesis_seed", None),
+                "hypothesis_profile": _profile_name(),
                 "tolerances": self.config.getoption("tolerances"),
             }
             npy = self.counterexample_path(check, variant_id)
@@ -214,26 +209,21 @@ class GateState:
 
     def validate(self) -> None:
         """Probes, loads and test-runs the release; a bad one becomes a one-line UsageError."""
-        if self.load() is None:
-            raise pytest.UsageError(self.error)
+        from exporters.session import session_release
+
+        session_release(self.config).require()
         try:
             self.gate.validate(skip=self.probe())
         except HarnessError as err:
             raise pytest.UsageError(str(err)) from None
 
     def probe(self) -> dict:
-        """The variants that crashed or hung in a child process (probed once per session; an
-        xdist worker takes the controller's results when it probed)."""
+        """The variants that crashed or hung in a child process, probed once per session."""
         if self.blocked is None:
-            from equivalence.isolation import probe_release
-            from exporters.probe import ProbeResult
+            from equivalence.isolation import session_probes
 
-            shipped = getattr(self.config, "workerinput", {}).get("gate_probes")
-            if shipped is not None:
-                self.blocked = {vid: ProbeResult(*fields) for vid, fields in shipped.items()}
-            else:
-                timeout = self.config.getoption("probe_timeout")
-                self.blocked = probe_release(self.manifest, timeout)
+            timeout = self.config.getoption("probe_timeout")
+            self.blocked = session_probes(self.config, self.manifest, timeout)
         return self.blocked
 
     def blocked_check(self, check: str, variant_id: str) -> tuple[str, str] | None:
@@ -250,6 +240,12 @@ class GateState:
             self._gate.close()
 
 
+def _profile_name() -> str:
+    from hypothesis import settings
+
+    return settings.get_current_profile_name()
+
+
 def _steer(result) -> None:
     """Points Hypothesis's targeted search at inputs where the outputs disagree most."""
     from hypothesis import target
@@ -261,15 +257,16 @@ def _steer(result) -> None:
 
 
 def _marks(check: str, manifest, entry) -> list:
-    from equivalence.checks import skip_reason
+    from equivalence.checks import GATE_CHECKS
 
-    reason = skip_reason(check, manifest, entry)
+    record = GATE_CHECKS[check]
+    reason = record.skip_reason(manifest, entry)
     if reason:
         return [pytest.mark.skip(reason=reason)]
-    if not entry.expected_failure or check not in ("reference", *_CROSS_CHECKS):
+    if not entry.expected_failure or record.expected_failure is None:
         return []
-    # The reference check must fail (strict); the others may (the same defect can show there).
-    strict = check == "reference"
+    # "strict": the check must fail; "may": the same defect can show there.
+    strict = record.expected_failure == "strict"
     return [pytest.mark.xfail(reason=entry.expected_failure, strict=strict, raises=AssertionError)]
 
 
@@ -310,11 +307,11 @@ def pytest_xdist_node_collection_finished(node, ids):
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """xdist controller: ship the probe results of a release it validated to the workers."""
+    from equivalence.isolation import WORKERINPUT_KEY, to_workerinput
+
     blocked = node.config.stash[STATE].blocked
     if blocked is not None:
-        node.workerinput["gate_probes"] = {
-            vid: [r.status, r.reason, r.seconds] for vid, r in blocked.items()
-        }
+        node.workerinput[WORKERINPUT_KEY] = to_workerinput(blocked)
 
 
 def _prepare_items(config, state, gate_items) -> None:

@@ -9,7 +9,6 @@ its workers; :func:`gate_document` folds them into the ``gate.json`` document.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -52,6 +51,53 @@ def reproduce_command(npy: Path) -> str:
     return f"{shlex.quote(sys.executable)} -m equivalence.reproduce {shlex.quote(str(npy))}"
 
 
+def rerun_command(
+    release: Path,
+    check: str,
+    variant_id: str,
+    *,
+    seed=None,
+    profile: str | None = None,
+    tolerances: str | None = None,
+) -> str:
+    """The pytest command that re-runs one check on one variant under the same settings."""
+    words = ["pytest", "equivalence/", "--release", str(release)]
+    words += ["-k", f"test_{check} and {variant_id}"]
+    if profile:
+        words += ["--hypothesis-profile", profile]
+    if tolerances:
+        words += ["--tolerances", str(tolerances)]
+    if seed is not None:
+        words += ["--hypothesis-seed", str(seed)]
+    return shlex.join(words)
+
+
+def counterexample_path(folder: Path, check: str, variant_id: str) -> Path:
+    """Where a failing check's input goes: ``<folder>/<variant>/<check>.npy``."""
+    return Path(folder) / variant_id / f"{check}.npy"
+
+
+def failure_text(
+    check: str, variant_id: str, where: str, result: CompareResult, npy: Path, rerun: str
+) -> str:
+    """What a failing check says: what failed, the comparison, how to reproduce it."""
+    from equivalence.checks import GATE_CHECKS
+
+    return (
+        f"{variant_id} fails the {check} check ({GATE_CHECKS[check].description}) "
+        f"on {where}:\n{result}\n"
+        f"counterexample: {npy} (+ PNGs)\n"
+        f"reproduce: {reproduce_command(npy)}\n"
+        f"      or: {rerun}"
+    )
+
+
+def passing_message(recorder: CheckRecorder | None) -> str:
+    """The message of a passing check: how many examples and its worst margin."""
+    worst = recorder.worst if recorder else None
+    return f"{recorder.examples} examples; worst margin {worst.margin:.3g}" if worst else ""
+
+
 def save_counterexample(npy: Path, release: Path, images: np.ndarray, meta: dict) -> Path:
     """Writes the uint8 BGR batch to ``npy`` (``<dir>/<variant>/<check>.npy``), one PNG per
     image beside it and a ``.json`` sidecar with the release and ``meta`` (variant, check ...).
@@ -63,7 +109,7 @@ def save_counterexample(npy: Path, release: Path, images: np.ndarray, meta: dict
 
     import cv2
 
-    from exporters.manifest import atomic_write_bytes
+    from exporters.files import atomic_write_bytes
 
     npy.parent.mkdir(parents=True, exist_ok=True)
     for old in npy.parent.glob(f"{npy.stem}-*.png"):
@@ -82,11 +128,9 @@ def save_counterexample(npy: Path, release: Path, images: np.ndarray, meta: dict
 
 def write_json_atomic(path: Path, document: Any) -> None:
     """Writes strict JSON so that readers see the old file or the whole new one."""
-    from exporters.manifest import atomic_write_bytes
+    from exporters.files import atomic_write_json
 
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_json(path, document)
 
 
 def check_record(

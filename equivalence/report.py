@@ -12,10 +12,10 @@ import json
 
 import pytest
 
+from equivalence.checks import GATE_CHECKS
 from equivalence.record import check_record, gate_document, worst_verdict, write_json_atomic
-from equivalence.tolerances import CHECKS
 
-_CHECK_ORDER = {name: i for i, name in enumerate(CHECKS)}
+_CHECK_ORDER = {name: i for i, name in enumerate(GATE_CHECKS)}
 
 
 def phase_verdict(report, strict_xfail: bool) -> str | None:

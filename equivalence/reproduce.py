@@ -41,7 +41,7 @@ def load_images(npy: Path) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from equivalence.checks import Gate
+    from equivalence.gate import Gate
     from equivalence.tolerances import CHECKS, load_tolerances
     from exporters.manifest import load_manifest
 

@@ -269,7 +269,7 @@ def test_counterexample_reproduces_in_one_command(planted_gate):
 
 
 def test_numeric_comparison_fails_bugs_that_keep_the_top1_class(planted_release):
-    from equivalence.checks import Gate
+    from equivalence.gate import Gate
     from equivalence.strategies import image_batches
     from exporters.manifest import load_manifest
 

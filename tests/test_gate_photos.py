@@ -144,7 +144,7 @@ def test_photo_check_passes_correct_variants_and_fails_planted_bugs(planted_gate
 
 @pytest.mark.parametrize("bug", BUGS)
 def test_planted_bug_keeps_top1_on_most_photos_yet_fails(planted_release, planted_gate, bug):
-    from equivalence.checks import Gate
+    from equivalence.gate import Gate
     from exporters.manifest import load_manifest
 
     gate = Gate(load_manifest(planted_release))

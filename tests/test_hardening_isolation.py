@@ -120,7 +120,7 @@ def test_the_gate_never_loads_a_blocked_variant(tiny_release):
     """Whatever a check asks for, the runner pool refuses a variant that crashed in its probe."""
     import numpy as np
 
-    from equivalence.checks import Gate
+    from equivalence.gate import Gate
     from exporters.errors import HarnessError
 
     gate = Gate(load_manifest(tiny_release))

@@ -1,0 +1,155 @@
+"""Running the gate's checks on one release: its runners, loaded once, and one comparison.
+
+``Gate.run(check, variant_id, images)`` is the one comparison every caller goes through: the
+pytest module, ``python -m equivalence.reproduce`` and ``python -m equivalence.noise``. What each
+check compares lives in its record (:mod:`equivalence.checks`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection
+from dataclasses import replace
+
+import numpy as np
+
+from equivalence.checks import GATE_CHECKS, infer
+from equivalence.compare import CompareResult, compare
+from equivalence.photos import same_top1
+from equivalence.tolerances import ToleranceTable
+from exporters.errors import HarnessError, first_line
+from exporters.manifest import Manifest, VariantEntry
+
+
+class RunnerPool:
+    """Activated runners of one release, each loaded once per process and shared by all checks."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self._runners: dict[tuple, object] = {}
+        self._module = None
+        #: Ids of variants that crashed or hung in a probe: never loaded in this process.
+        self.blocked: frozenset[str] = frozenset()
+
+    def _get(self, key: tuple, make: Callable[[], object]):
+        if key not in self._runners:
+            runner = make()
+            runner.activate()
+            self._runners[key] = runner
+        return self._runners[key]
+
+    def image(self, entry: VariantEntry, device: str = "cpu"):
+        """The raw-image runner of ``entry`` (host OpenCV in front of external variants)."""
+        from exporters.runners import image_runner
+
+        if entry.id in self.blocked:
+            raise HarnessError(f"{entry.id} crashed or hung in its probe; it is not loaded here")
+        return self._get(
+            ("image", entry.id, device), lambda: image_runner(entry, self.manifest, device)
+        )
+
+    def reference(self):
+        """The reference pipeline: OpenCV preprocessing + the manifest's reference variant."""
+        return self.image(self.manifest.reference_variant())
+
+    def reference_model(self):
+        """The reference variant's Lite runner alone (fed float32 NCHW), without OpenCV."""
+        return self.reference().model
+
+    def eager(self, preprocessing: str):
+        """The eager module of a built-in model: fed float NCHW for "external", else raw images
+        through the eager replay of that in-graph preprocessing recipe."""
+        from exporters.release import builtin_module
+        from exporters.runners import EagerRunner
+
+        if self._module is None:  # building calibrates BatchNorm: seconds for ResNet18
+            self._module = builtin_module(self.manifest.model)
+        spec = None if preprocessing == "external" else self.manifest.preprocess
+        return self._get(
+            ("eager", preprocessing),
+            lambda: EagerRunner(self._module, fused=spec, recipe=preprocessing),
+        )
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.deactivate()
+        self._runners.clear()
+
+
+def _exact_reference(pool: RunnerPool, images: np.ndarray) -> np.ndarray:
+    """The reference pipeline with an exact (float) resize instead of OpenCV's uint8 one."""
+    from exporters.preprocess import reference_preprocess
+
+    model = pool.reference_model()
+    batch = reference_preprocess(images, pool.manifest.preprocess, exact=True)
+    return infer_model(model, batch)
+
+
+def infer_model(model, batch: np.ndarray) -> np.ndarray:
+    """The single output of a Lite runner fed its own (float32 NCHW) input."""
+    from equivalence.checks import only_output
+
+    name = model.input_spec.name if model.input_spec else "data"
+    return only_output(model.infer({name: batch}), model)
+
+
+def _closeness(result: CompareResult) -> tuple[bool, float]:
+    return bool(result), result.margin if math.isfinite(result.margin) else -math.inf
+
+
+def _closest(uint8: CompareResult, exact: CompareResult) -> CompareResult:
+    """The comparison with the reference the output is closer to: a passing one first, then
+    the larger margin; the uint8 pipeline's on a tie."""
+    if _closeness(exact) <= _closeness(uint8):
+        return uint8
+    note = "closer to the exact-resize reference (float cv2.resize)"
+    return replace(exact, detail="; ".join(filter(None, (note, exact.detail))))
+
+
+class Gate:
+    """Runs checks on one release: a manifest, its runners and the tolerance table."""
+
+    def __init__(self, manifest: Manifest, tolerances: ToleranceTable | None = None):
+        self.manifest = manifest
+        self.tolerances = tolerances or ToleranceTable()
+        self.tolerances.check_variants({e.id for e in manifest.variants})
+        self.pool = RunnerPool(manifest)
+
+    def run(self, check: str, variant_id: str, images: np.ndarray) -> CompareResult:
+        """Compares the two outputs of ``check`` for ``variant_id`` on ``images``."""
+        entry = self.manifest.variant(variant_id)
+        kind = GATE_CHECKS[check]
+        tolerance = self.tolerances.lookup(check, variant_id)
+        ref, out = kind.outputs(self.pool, entry, images)
+        result = compare(ref, out, tolerance)
+        if not kind.either_resize:
+            return result
+        exact = _exact_reference(self.pool, images)
+        result = _closest(result, compare(exact, out, tolerance))
+        return same_top1(result, ref, out, exact) if kind.same_top1 else result
+
+    def validate(self, skip: Collection[str] = ()) -> None:
+        """Loads every variant and runs it once on a grey image at the model's input size.
+
+        Turns what a broken release does at load or first run (truncated or foreign ``.mge``,
+        a graph whose input is not what the manifest says) into one-line HarnessErrors, before
+        any check starts. Also warms the networks up. Variants whose ids are in ``skip`` (those
+        that crashed or hung in a probe) are not loaded.
+        """
+        self.pool.blocked = frozenset(skip)
+        height, width = self.manifest.preprocess.size
+        probe = np.full((1, height, width, 3), 128, np.uint8)
+        for entry in self.manifest.variants:
+            if entry.id in skip:
+                continue
+            runner = self.pool.image(entry)
+            try:
+                infer(runner, probe)
+            except RuntimeError as err:
+                raise HarnessError(
+                    f"{entry.path}: fails on a {entry.input.dtype} {entry.input.layout} input "
+                    f"named {entry.input.name!r}, as manifest.json declares ({first_line(err)})"
+                ) from None
+
+    def close(self) -> None:
+        self.pool.close()
