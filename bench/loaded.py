@@ -41,7 +41,7 @@ class LoadedRunners:
     def lite(self, entry, manifest, device: str):
         """The activated ``LiteRunner`` of ``entry`` on ``device`` (shared with ``images``)."""
         runner = self.images(entry, manifest, device)
-        return getattr(runner, "inner", runner)
+        return getattr(runner, "model", runner)
 
     def close(self) -> None:
         """Deactivates every runner still loaded."""

@@ -8,7 +8,6 @@ a not-measured sidecar beside the saved run (see ``write_not_measured``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from bench.inputs import IMAGE_SIZE
 from bench.loaded import LoadedRunners
 from bench.timing import case_info
-from exporters.manifest import atomic_write_bytes
+from exporters.files import atomic_write_json
 from exporters.probe import DEFAULT_TIMEOUT_S, ProbeResult, probe_variants
 
 #: Suffix the reports look for next to saved runs.
@@ -86,6 +85,4 @@ def write_not_measured(folder: Path, document: dict) -> Path:
     """Writes the sidecar into ``folder`` (the machine folder of the benchmark storage), atomically:
     a run killed while writing it leaves no half-written file for the reports to read."""
     path = Path(folder) / sidecar_name(document["datetime"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
-    return path
+    return atomic_write_json(path, document, allow_nan=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from bench.timing import TIMERS, case_info, throughput
+from exporters.errors import first_line
 
 
 def test_latency(bench_case, bench_state, manifest, benchmark, request):
@@ -24,8 +25,7 @@ def test_latency(bench_case, bench_state, manifest, benchmark, request):
     try:
         timer(bench_case, manifest, bench_state.runners, benchmark, bench_state.grid)
     except Exception as err:
-        first_line = (str(err).strip().splitlines() or [""])[0]
-        reason = f"{type(err).__name__}: {first_line}"
+        reason = f"{type(err).__name__}: {first_line(err)}"
         bench_state.record(bench_case, manifest, request.node, "error", reason)
         raise
     benchmark.extra_info.update(throughput(benchmark.stats, bench_case.batch))

@@ -248,7 +248,7 @@ class Classifier:
         runner = self.runner
         if isinstance(runner, HostPreprocessRunner):
             batch = np.concatenate([reference_preprocess(im[None], runner.spec) for im in images])
-            outputs = runner.inner.infer({self.variant.input.name: batch})
+            outputs = runner.model.infer({self.variant.input.name: batch})
         else:  # one image is fed as a view: no copy of a possibly huge image
             batch = images[0][None] if len(images) == 1 else np.stack(images)
             outputs = runner.infer({self.variant.input.name: batch})

@@ -13,6 +13,12 @@ from collections.abc import Callable, Sequence
 EXIT_USAGE = 2
 
 
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """The first line of an error's message, at most ``limit`` characters: MegEngine's and
+    Lite's errors carry a C++ backtrace after it."""
+    return (str(err).strip().splitlines() or ["unknown error"])[0][:limit]
+
+
 class HarnessError(Exception):
     """A user mistake: a bad option, file, manifest or input, described in one line."""
 

@@ -28,13 +28,12 @@ from exporters.manifest import (
     MANIFEST,
     Manifest,
     VariantEntry,
-    atomic_write_bytes,
     default_input,
     file_sha256,
     load_manifest,
     write_manifest,
 )
-from exporters.preprocess import PreprocessSpec
+from exporters.preprocess import PreprocessSpec, preprocessing_recipe
 from exporters.variants import Variant, default_matrix
 from exporters.zoo import ModelSpec
 
@@ -84,18 +83,6 @@ def op_histogram(path: str | Path) -> dict[str, int]:
         warnings.simplefilter("ignore", ResourceWarning)
         network = Network.load(str(path))
     return dict(sorted(Counter(o.type for o in network.all_oprs).items()))
-
-
-def preprocessing_recipe(preprocessing: str):
-    """The in-graph preprocessing function of a raw-input preprocessing kind."""
-    from exporters import preprocess
-
-    recipes = {
-        "fused": preprocess.fused_preprocess,
-        "fused-fast": preprocess.fused_fast_preprocess,
-        "identity-warp": preprocess.identity_warp_preprocess,
-    }
-    return recipes[preprocessing]
 
 
 def _graph_function(module, variant: Variant, model: ModelSpec):
@@ -268,4 +255,12 @@ def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force:
     return manifest
 
 
-__all__ = ["export_release", "op_histogram", "cache_key", "atomic_write_bytes"]
+__all__ = [
+    "cache_key",
+    "dump_graph",
+    "dump_preprocessing",
+    "dump_variant",
+    "example_input",
+    "export_release",
+    "op_histogram",
+]

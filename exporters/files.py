@@ -6,8 +6,10 @@ whose text does not say what was expected; both must become one-line ``HarnessEr
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from exporters.errors import HarnessError
@@ -37,3 +39,32 @@ def check_regular(path: Path, expected: str) -> None:
     kind = special_kind(Path(path))
     if kind:
         raise HarnessError(f"{path}: is {kind}; expected {expected}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The file is readable by everyone (0644), as a plain ``open(path, "w")`` would leave it.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, document, *, allow_nan: bool = False) -> Path:
+    """Writes ``document`` as indented JSON (strict unless ``allow_nan``), atomically, creating
+    the folder; returns ``path``."""
+    path = Path(path)
+    text = json.dumps(document, indent=2, allow_nan=allow_nan) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporters.errors import HarnessError
-from exporters.files import check_regular, special_kind
+from exporters.files import atomic_write_bytes, check_regular, special_kind
 from exporters.preprocess import PreprocessSpec
 from exporters.variants import PREPROCESSINGS, RAW_INPUT_PREPROCESSINGS
 
@@ -268,25 +266,6 @@ def _parse_input(item: Any, pre: str, spec: PreprocessSpec, where: str) -> Input
 
 
 # --- writing -------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The file is readable by everyone (0644), as a plain ``open(path, "w")`` would leave it.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(manifest: Manifest) -> Path:

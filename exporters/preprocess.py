@@ -230,3 +230,18 @@ def _normalize_nchw(x, spec: PreprocessSpec):
     mean = mge.tensor(np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1))
     std = mge.tensor(np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1))
     return (x - mean) / std
+
+
+def preprocessing_recipe(preprocessing: str):
+    """The in-graph preprocessing function of a raw-input preprocessing kind."""
+    recipes = {
+        "fused": fused_preprocess,
+        "fused-fast": fused_fast_preprocess,
+        "identity-warp": identity_warp_preprocess,
+    }
+    try:
+        return recipes[preprocessing]
+    except KeyError:
+        raise HarnessError(
+            f"no in-graph recipe for preprocessing {preprocessing!r}; known: {', '.join(recipes)}"
+        ) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.devices import DeviceConfig, get_device_config, unavailable_reason
-from exporters.errors import HarnessError
+from exporters.errors import HarnessError, first_line
 from exporters.files import check_regular
 from exporters.manifest import InputSpec, Manifest, VariantEntry
 from exporters.preprocess import PreprocessSpec, check_images, reference_preprocess
@@ -76,11 +76,6 @@ class Runner:
         return f"{type(self).__name__}({self.name!r})"
 
 
-def _first_line(err: Exception) -> str:
-    """The first line of a Lite error (the rest is a C++ backtrace), at most 160 characters."""
-    return (str(err).strip().splitlines() or ["unknown error"])[0][:160]
-
-
 def _check_model_file(path: Path) -> None:
     check_regular(path, "a MegEngine .mge dump")
     if not path.is_file():
@@ -140,7 +135,7 @@ class LiteRunner(Runner):
                 network.load(str(self.path))
         except RuntimeError as err:
             raise HarnessError(
-                f"{self.path}: MegEngine Lite cannot load it ({_first_line(err)})"
+                f"{self.path}: MegEngine Lite cannot load it ({first_line(err)})"
             ) from None
         if self.device.algo_policy:
             from exporters.devices import ALGO_POLICIES
@@ -235,7 +230,7 @@ class LiteRunner(Runner):
         except RuntimeError as err:
             shapes = ", ".join(f"{n} {a.dtype} {a.shape}" for n, a in feed.items())
             raise HarnessError(
-                f"{self.path}: MegEngine Lite fails to run it on {shapes} ({_first_line(err)})"
+                f"{self.path}: MegEngine Lite fails to run it on {shapes} ({first_line(err)})"
             ) from None
         return self.fetch()
 
@@ -247,22 +242,23 @@ class HostPreprocessRunner(Runner):
     same raw images.
     """
 
-    def __init__(self, inner: LiteRunner, spec: PreprocessSpec, name=None):
+    def __init__(self, model: LiteRunner, spec: PreprocessSpec, name=None):
         super().__init__()
-        self.inner = inner
+        #: The Lite runner behind the host pipeline, fed the preprocessed float32 NCHW batch.
+        self.model = model
         self.spec = spec
-        self.name = name or f"opencv+{inner.name}"
+        self.name = name or f"opencv+{model.name}"
 
     def _activate(self) -> None:
-        self.inner.activate()
+        self.model.activate()
 
     def _deactivate(self) -> None:
-        self.inner.deactivate()
+        self.model.deactivate()
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = check_images(feed.get("data"), "input 'data'")
-        name = self.inner.input_spec.name if self.inner.input_spec else "data"
-        return self.inner.infer({name: reference_preprocess(images, self.spec)})
+        name = self.model.input_spec.name if self.model.input_spec else "data"
+        return self.model.infer({name: reference_preprocess(images, self.spec)})
 
 
 def lite_runner(entry: VariantEntry, device: DeviceConfig | str = "cpu") -> LiteRunner:
@@ -285,13 +281,6 @@ def image_runner(
     return HostPreprocessRunner(runner, manifest.preprocess, name=f"opencv+{runner.name}")
 
 
-def reference_runner(manifest: Manifest, device: DeviceConfig | str = "cpu") -> Runner:
-    """The reference pipeline: OpenCV resize/normalise + the manifest's reference variant."""
-    runner = image_runner(manifest.reference_variant(), manifest, device)
-    runner.name = f"reference({runner.name})"
-    return runner
-
-
 class EagerRunner(Runner):
     """The eager MegEngine module (built-in models): the ground truth the exports came from.
 
@@ -309,7 +298,7 @@ class EagerRunner(Runner):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import megengine as mge
 
-        from exporters.export import preprocessing_recipe
+        from exporters.preprocess import preprocessing_recipe
 
         x = mge.tensor(feed["data"])
         if self.fused is not None:

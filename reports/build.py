@@ -119,6 +119,8 @@ def write_atomic(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)  # mkstemp creates 0600; reports are meant to be shared
         os.replace(temporary, path)
     except BaseException:

@@ -205,7 +205,7 @@ def test_loaded_runners_load_once_and_release_the_oldest(tiny_manifest):
     )
     runners = LoadedRunners(keep=1)
     first = runners.images(external, tiny_manifest, "cpu")
-    assert runners.lite(external, tiny_manifest, "cpu") is first.inner
+    assert runners.lite(external, tiny_manifest, "cpu") is first.model
     assert runners.images(external, tiny_manifest, "cpu") is first and runners.loads == 1
     second = runners.lite(fused, tiny_manifest, "cpu")
     assert runners.loads == 2 and not first.is_active and second.is_active

@@ -192,7 +192,7 @@ def pictures() -> list[np.ndarray]:
 
 def recorded_batches(classifier: Classifier) -> list[tuple[int, ...]]:
     """Shapes of the arrays the classifier feeds to its Lite runner, recorded as it runs."""
-    runner = getattr(classifier.runner, "inner", classifier.runner)
+    runner = getattr(classifier.runner, "model", classifier.runner)
     shapes = []
     infer = runner.infer
 
