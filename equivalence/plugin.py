@@ -287,21 +287,48 @@ def pytest_collection_modifyitems(config, items):
     gate_items = [item for item in items if item.get_closest_marker("gate_check")]
     running = bool(gate_items) and not config.option.collectonly
     report = config.pluginmanager.get_plugin("equivalence-gate")
-    if running:  # an earlier gate.json must not outlive a gate run that dies or stops here
-        report.write_status("incomplete")
     try:
         _prepare_items(config, state, gate_items)
     except pytest.UsageError as err:
-        if running:
-            report.write_status("error", str(err))
-        raise
+        # Refused before checking anything: an earlier gate.json stays; the error goes beside.
+        raise pytest.UsageError(f"{err}{report.write_error(str(err)) if running else ''}") from None
+    if running:  # an earlier gate.json must not outlive a gate run that dies or stops now
+        report.expect(_full_gate(state.manifest), (_item_key(item) for item in gate_items))
+        report.write_status("incomplete")
+
+
+def _full_gate(manifest) -> set[tuple[str, str]]:
+    """Every (variant, check) a full gate run on ``manifest`` reports."""
+    from equivalence.checks import GATE_CHECKS
+
+    return {(entry.id, check) for entry in manifest.variants for check in GATE_CHECKS}
+
+
+def _item_key(item) -> tuple[str, str]:
+    return item.callspec.params["variant_id"], item.get_closest_marker("gate_check").args[0]
+
+
+def _nodeid_key(nodeid: str) -> tuple[str, str] | None:
+    """``(variant, check)`` of a gate test id ``.../test_gate.py::test_<check>[<variant>]``."""
+    path, _, name = nodeid.partition("::")
+    if not path.endswith("equivalence/test_gate.py") or "[" not in name:
+        return None
+    test, _, variant = name.partition("[")
+    return variant.removesuffix("]"), test.removeprefix("test_")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node, ids):
-    """xdist controller: gate.json says "incomplete" once a worker has collected gate tests."""
-    if any(nodeid.split("::")[0].endswith("equivalence/test_gate.py") for nodeid in ids):
-        node.config.pluginmanager.get_plugin("equivalence-gate").write_status("incomplete")
+    """xdist controller: gate.json says "incomplete" once a worker has collected gate tests;
+    what the workers selected decides whether the run is partial."""
+    keys = [key for key in map(_nodeid_key, ids) if key is not None]
+    if not keys:
+        return
+    report = node.config.pluginmanager.get_plugin("equivalence-gate")
+    manifest = node.config.stash[STATE].manifest
+    if manifest is not None:
+        report.expect(_full_gate(manifest), keys)
+    report.write_status("incomplete")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -341,8 +368,13 @@ def pytest_sessionstart(session):
     config = session.config
     if config.pluginmanager.has_plugin("dsession") and config.getoption("release"):
         state = config.stash[STATE]
-        state.validate()
-        state.close()
+        try:
+            state.validate()
+        except pytest.UsageError as err:
+            note = config.pluginmanager.get_plugin("equivalence-gate").write_error(str(err))
+            raise pytest.UsageError(f"{err}{note}") from None
+        finally:
+            state.close()
 
 
 def pytest_runtest_setup(item):

@@ -184,13 +184,16 @@ def gate_document(
     records: list[dict],
     status: str = "complete",
     error: str | None = None,
+    not_run: list[dict] | None = None,
 ) -> dict[str, Any]:
     """The ``gate.json`` document (shape documented in ``equivalence/README.md``).
 
     ``records`` are check records with ``variant``, ``variant_index``, ``expected_failure`` and
     ``verdict`` besides the ``check_record`` fields; variants keep manifest order. ``status`` is
-    "complete" (the default), "incomplete" (written before the checks run, so a run that dies
-    leaves a failing document) or "error" (the release was refused; ``error`` says why).
+    "complete" (the default), "partial" (some checks were deselected or did not run: listed in
+    ``not_run`` as ``{"variant", "check"}``; never a release verdict, so ``passed`` is false),
+    "incomplete" (written before the checks run, so a run that dies leaves a failing document)
+    or "error" (the release was refused; ``error`` says why).
     """
     by_variant: dict[str, list[dict]] = {}
     for record in sorted(records, key=lambda r: (r["variant_index"], r["order"])):
@@ -211,6 +214,7 @@ def gate_document(
         "hypothesis_profile": profile,
         "status": status,
         "error": error,
+        "not_run": list(not_run or []),
         "passed": status == "complete"
         and bool(variants)
         and all(v["verdict"] not in FAILING for v in variants),

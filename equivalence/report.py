@@ -49,6 +49,15 @@ class GateReport:
         self.records: dict[tuple[str, str], dict] = {}
         self.release: dict | None = None
         self.written = None
+        #: Every (variant, check) of the release, and those this run selected; None until known.
+        self.expected: set[tuple[str, str]] | None = None
+        self.selected: set[tuple[str, str]] = set()
+
+    def expect(self, expected, selected) -> None:
+        """Records what a full gate run would check and what this one selected (after -k, -m,
+        --deselect, node ids): the difference makes the run partial."""
+        self.expected = set(expected)
+        self.selected |= set(selected)
 
     def pytest_runtest_logreport(self, report):
         props = dict(report.user_properties)
@@ -90,13 +99,39 @@ class GateReport:
         if info and self.release is None:
             self.release = info
 
-    def write_status(self, status: str, error: str | None = None) -> None:
-        """Writes a gate.json without verdicts: "incomplete" before the checks run, "error" when
-        the release is refused. Either fails the gate; workers write nothing."""
-        if getattr(self.config, "workerinput", None) is None:
-            self._write([], status, error)
+    @property
+    def path(self):
+        return self.config.invocation_params.dir / self.config.getoption("gate_json")
 
-    def _write(self, records: list[dict], status: str, error: str | None) -> dict:
+    @property
+    def error_path(self):
+        """Where a refused run's error goes: beside gate.json, which it leaves alone."""
+        return error_path(self.path)
+
+    def write_status(self, status: str) -> None:
+        """Writes a gate.json without verdicts, "incomplete", before the checks run: it fails the
+        gate until they finish. Workers write nothing."""
+        if getattr(self.config, "workerinput", None) is None:
+            self._write([], status, None)
+
+    def write_error(self, error: str) -> str:
+        """A run refused before checking anything: writes the error document beside gate.json
+        (``gate.error.json``) and leaves gate.json as it was; returns the note for the user."""
+        if getattr(self.config, "workerinput", None) is not None:
+            return ""
+        self._write([], "error", error, self.error_path)
+        if self.path.exists():
+            return f" [{self.path} not changed; this error: {self.error_path}]"
+        return ""
+
+    def _write(
+        self,
+        records: list[dict],
+        status: str,
+        error: str | None,
+        path=None,
+        not_run: list[dict] | None = None,
+    ) -> dict:
         from hypothesis import settings
 
         info = self._release_info() or {"release": self.config.getoption("release"), "model": None}
@@ -107,11 +142,30 @@ class GateReport:
             records,
             status,
             error,
+            not_run,
         )
-        path = self.config.invocation_params.dir / self.config.getoption("gate_json")
+        path = path or self.path
         write_json_atomic(path, document)
+        if path == self.path:
+            self.error_path.unlink(missing_ok=True)  # an older refusal no longer applies
         self.written = (path, document)
         return document
+
+    def _not_run(self) -> list[dict]:
+        """The (variant, check) pairs of a full gate run that this run did not check, in
+        manifest and report order."""
+        if self.expected is None:
+            return []
+        index = {v: i for i, v in enumerate(self._variant_order())}
+        missing = sorted(
+            self.expected - set(self.records),
+            key=lambda k: (index.get(k[0], len(index)), k[0], _CHECK_ORDER.get(k[1], 0)),
+        )
+        return [{"variant": variant, "check": check} for variant, check in missing]
+
+    def _variant_order(self) -> list[str]:
+        manifest = self.state.manifest
+        return [e.id for e in manifest.variants] if manifest is not None else []
 
     def pytest_sessionfinish(self, session):
         worker_output = getattr(self.config, "workeroutput", None)
@@ -121,8 +175,12 @@ class GateReport:
         if not self.records:
             return
         records = [{**r, "verdict": r["verdict"] or "error"} for r in self.records.values()]
-        document = self._write(records, "complete", None)
-        if not document["passed"] and session.exitstatus == pytest.ExitCode.OK:
+        not_run = self._not_run()
+        status = "partial" if not_run else "complete"
+        document = self._write(records, status, None, not_run=not_run)
+        # A partial run keeps pytest's own exit code: it is not a release verdict either way.
+        failed = status == "complete" and not document["passed"]
+        if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the gate fails closed
 
     def pytest_terminal_summary(self, terminalreporter):
@@ -135,6 +193,14 @@ class GateReport:
         for variant in document["variants"]:
             checks = ", ".join(_check_summary(c) for c in variant["checks"])
             terminalreporter.write_line(f"{variant['verdict']:>7}  {variant['id']}: {checks}")
+        if document["status"] == "partial":
+            ran = sum(len(v["checks"]) for v in document["variants"])
+            missing = len(document["not_run"])
+            terminalreporter.write_line(
+                f"partial run: not a release verdict ({ran} of {ran + missing} checks ran; "
+                f"{missing} did not, listed in not_run): {path}"
+            )
+            return
         verdict = "PASSED" if document["passed"] else "FAILED"
         unfinished = " (the gate did not finish)" if document["status"] == "incomplete" else ""
         terminalreporter.write_line(f"gate {verdict}{unfinished}: {path}")
@@ -145,3 +211,11 @@ def _check_summary(check: dict) -> str:
     if check["verdict"] in ("pass", "xpass") and margin is not None:
         return f"{check['check']} {check['verdict']} (margin {margin:.2f})"
     return f"{check['check']} {check['verdict']}"
+
+
+def error_path(gate_json):
+    """``gate.error.json`` beside ``gate.json``: where a refused run writes its error."""
+    from pathlib import Path
+
+    gate_json = Path(gate_json)
+    return gate_json.with_name(f"{gate_json.stem}.error{gate_json.suffix or '.json'}")

@@ -109,6 +109,9 @@ def _gate_headline(gate: dict | None, note: str) -> str:
     status = gate.get("status")
     if status == "incomplete":
         verdict += ", the gate did not finish (killed, crashed or interrupted)"
+    elif status == "partial":
+        missing = len(gate.get("not_run") or [])
+        verdict = f"**partial run: not a release verdict** ({missing} check(s) did not run)"
     elif status == "error":
         verdict += f", the release was refused: {gate.get('error')}"
     return f"Equivalence gate: {verdict} ({note})."

@@ -39,16 +39,19 @@ def run(*args, timeout: float = 300, env: dict | None = None) -> subprocess.Comp
     )  # fmt: skip
 
 
-def run_gate(release: Path, out: Path, *args) -> tuple[subprocess.CompletedProcess, dict]:
+def run_gate(
+    release: Path, out: Path, *args, target: str = "equivalence/"
+) -> tuple[subprocess.CompletedProcess, dict]:
     """``pytest equivalence/ --release DIR`` (ci profile, outputs under ``out``); returns the
-    process and the gate.json it left (``{}`` when none)."""
+    process and the gate.json it left, else the refusal beside it (``{}`` when none).
+    ``target`` replaces ``equivalence/`` (a node id, say)."""
     gate_json = out / "gate.json"
     result = run(
-        "-m", "pytest", "equivalence/", "--release", release, "--hypothesis-profile", "ci",
+        "-m", "pytest", target, "--release", release, "--hypothesis-profile", "ci",
         "-p", "no:cacheprovider", "-q", "--gate-json", gate_json,
-        "--counterexamples", out / "counterexamples", *args,
+        "--counterexamples", out / "counterexamples", *args, timeout=600,
     )  # fmt: skip
-    return result, json.loads(gate_json.read_text()) if gate_json.exists() else {}
+    return result, gate_result(gate_json)
 
 
 def run_bench(release: Path, *args) -> subprocess.CompletedProcess:
@@ -178,3 +181,13 @@ def dump_slow_raw_input(path: Path) -> None:
     example = np.zeros((1, 8, 8, 3), np.uint8)
     options = {"arg_names": ["data"], "output_names": ["logits"], "optimize_for_inference": True}
     dump_graph(net, example, Path(path), options)
+
+
+def gate_result(gate_json: Path) -> dict:
+    """The document a gate run left: gate.json, else the refusal beside it (``{}`` when none)."""
+    from equivalence.report import error_path
+
+    for path in (gate_json, error_path(gate_json)):
+        if path.exists():
+            return json.loads(path.read_text())
+    return {}

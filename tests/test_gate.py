@@ -15,7 +15,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import find, settings
+
+from tests.hardening_models import run_gate
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "tiny"
@@ -34,19 +35,6 @@ def tiny_release() -> Path:
     from exporters.release import builtin_release
 
     return builtin_release(MODEL, progress=None)
-
-
-def run_gate(release: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """``pytest equivalence/ --release DIR`` in a subprocess (ci profile); returns gate.json."""
-    gate_json = out / "gate.json"
-    command = [
-        sys.executable, "-m", "pytest", "equivalence/", "--release", str(release),
-        "--hypothesis-profile", "ci", "-p", "no:cacheprovider", "-q",
-        "--gate-json", str(gate_json), "--counterexamples", str(out / "counterexamples"), *args,
-    ]  # fmt: skip
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    document = json.loads(gate_json.read_text()) if gate_json.exists() else {}
-    return proc, document
 
 
 def verdicts(document: dict) -> dict[str, dict[str, str]]:

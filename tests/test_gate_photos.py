@@ -194,7 +194,8 @@ LITE0_CHECKS = f"test_photos or test_eager or (test_reference and ({LITE0}.fused
 def test_lite0_gate_passes_and_catches_identity_warp(lite0_release, tmp_path):
     proc, document = run_gate(lite0_release, tmp_path, "-k", LITE0_CHECKS)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert document["passed"] is True and document["model"] == LITE0
+    # -k: a partial run (no release verdict); each verdict is checked below.
+    assert document["status"] == "partial" and document["model"] == LITE0
     table = verdicts(document)
     warp = table.pop(f"{LITE0}.identity-warp.cbn-on")
     assert warp == {"reference": "xfail", "eager": "pass", "photos": "xfail", "variant": "xfail"}
