@@ -99,12 +99,19 @@ def fuse_twin(manifest: Manifest, entry: VariantEntry) -> VariantEntry | None:
 
 
 def has_eager_module(manifest: Manifest) -> bool:
-    """True for releases of a built-in model exported by this harness (same weights)."""
-    from exporters.zoo import BUILTIN_MODELS, builtin_spec
+    """True when the eager module can be rebuilt: a built-in model exported by this harness
+    (same weights), or a ``source`` in the manifest or from ``--eager``."""
+    from exporters.release import eager_source
 
-    if manifest.extra.get("builtin") is not True or manifest.model not in BUILTIN_MODELS:
-        return False
-    return manifest.extra.get("fingerprint") == builtin_spec(manifest.model).fingerprint
+    return eager_source(manifest) is not None
+
+
+#: The skip reason of the eager check when the release carries no model source; the gate's
+#: headline repeats it, since a dump bug shows nowhere else.
+NO_EAGER_SOURCE = (
+    "eager: not checked, no model source (manifest 'source', or --eager pkg.module:factory "
+    "[--weights W]): dump bugs such as F.clip's would go unnoticed"
+)
 
 
 # --- what each check compares: (pool, entry, images) -> (ref, out) -------------------------
@@ -154,7 +161,7 @@ def _device(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
 
 def _eager_applies(manifest: Manifest, entry: VariantEntry) -> str | None:
     if not has_eager_module(manifest):
-        return f"model {manifest.model!r} is not a built-in: no eager module to compare with"
+        return NO_EAGER_SOURCE
     if entry.preprocessing not in EAGER_PREPROCESSINGS:
         return f"the eager runner has no {entry.preprocessing!r} preprocessing to replay"
     return None

@@ -56,14 +56,22 @@ class RunnerPool:
         """The reference variant's Lite runner alone (fed float32 NCHW), without OpenCV."""
         return self.reference().model
 
+    def eager_module(self):
+        """The eager module the release was traced from (``exporters.release.eager_module``),
+        built once: a built-in calibrates BatchNorm (seconds for ResNet18); a user's model is
+        rebuilt from its factory and weights."""
+        from exporters.release import eager_module
+
+        if self._module is None:
+            self._module = eager_module(self.manifest)
+        return self._module
+
     def eager(self, preprocessing: str):
-        """The eager module of a built-in model: fed float NCHW for "external", else raw images
-        through the eager replay of that in-graph preprocessing recipe."""
-        from exporters.release import builtin_module
+        """The eager module: fed float NCHW for "external", else raw images through the eager
+        replay of that in-graph preprocessing recipe."""
         from exporters.runners import EagerRunner
 
-        if self._module is None:  # building calibrates BatchNorm: seconds for ResNet18
-            self._module = builtin_module(self.manifest.model)
+        self.eager_module()
         spec = None if preprocessing == "external" else self.manifest.preprocess
         return self._get(
             ("eager", preprocessing),
@@ -137,6 +145,8 @@ class Gate:
         that crashed or hung in a probe) are not loaded.
         """
         self.pool.blocked = frozenset(skip)
+        if self.manifest.source is not None:  # a user's factory: one line if it cannot build
+            self.pool.eager_module()
         height, width = self.manifest.preprocess.size
         probe = np.full((1, height, width, 3), 128, np.uint8)
         for entry in self.manifest.variants:

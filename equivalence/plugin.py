@@ -52,6 +52,18 @@ def pytest_addoption(parser):
         "(see equivalence/README.md)",
     )
     group.addoption(
+        "--eager",
+        metavar="PKG.MODULE:FACTORY",
+        help="rebuild the eager module of a release whose manifest has no 'source' (a "
+        "hand-written one) from this factory, for the Lite-against-eager check",
+    )
+    group.addoption(
+        "--weights",
+        metavar="FILE",
+        help="with --eager: the state dict (.npz or megengine.save pickle) the release was "
+        "exported with",
+    )
+    group.addoption(
         "--gate-json",
         metavar="PATH",
         default="results/gate.json",
@@ -184,7 +196,15 @@ class GateState:
             seed=config.getoption("hypothesis_seed", None),
             profile=_profile_name(),
             tolerances=config.getoption("tolerances"),
+            eager=self.eager_option(),
         )
+
+    def eager_option(self) -> tuple[str, str | None] | None:
+        """``(--eager, --weights)`` of this run, or None."""
+        source = self.manifest.source
+        if source is None or source.origin != "--eager":
+            return None
+        return source.factory, None if source.weights is None else str(source.weights)
 
     def finish(self, check: str, variant_id: str, excinfo) -> dict:
         """The record of a finished check; saves its counterexample when it failed."""
@@ -202,6 +222,7 @@ class GateState:
                 "hypothesis_seed": self.config.getoption("hypothesis_seed", None),
                 "hypothesis_profile": _profile_name(),
                 "tolerances": self.config.getoption("tolerances"),
+                "eager": self.eager_option(),
             }
             npy = self.counterexample_path(check, variant_id)
             path = str(save_counterexample(npy, self.manifest.root, recorder.last_images, meta))

@@ -59,14 +59,18 @@ def rerun_command(
     seed=None,
     profile: str | None = None,
     tolerances: str | None = None,
+    eager: tuple[str, str | None] | None = None,
 ) -> str:
-    """The pytest command that re-runs one check on one variant under the same settings."""
+    """The pytest command that re-runs one check on one variant under the same settings
+    (``eager``: the ``--eager`` factory and ``--weights`` file of the run, if any)."""
     words = ["pytest", "equivalence/", "--release", str(release)]
     words += ["-k", f"test_{check} and {variant_id}"]
     if profile:
         words += ["--hypothesis-profile", profile]
     if tolerances:
         words += ["--tolerances", str(tolerances)]
+    if eager:
+        words += ["--eager", eager[0]] + (["--weights", str(eager[1])] if eager[1] else [])
     if seed is not None:
         words += ["--hypothesis-seed", str(seed)]
     return shlex.join(words)
@@ -185,6 +189,7 @@ def gate_document(
     status: str = "complete",
     error: str | None = None,
     not_run: list[dict] | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``gate.json`` document (shape documented in ``equivalence/README.md``).
 
@@ -193,7 +198,8 @@ def gate_document(
     "complete" (the default), "partial" (some checks were deselected or did not run: listed in
     ``not_run`` as ``{"variant", "check"}``; never a release verdict, so ``passed`` is false),
     "incomplete" (written before the checks run, so a run that dies leaves a failing document)
-    or "error" (the release was refused; ``error`` says why).
+    or "error" (the release was refused; ``error`` says why). ``notes`` are headline lines about
+    what the verdict does not cover (the eager check without a model source, say).
     """
     by_variant: dict[str, list[dict]] = {}
     for record in sorted(records, key=lambda r: (r["variant_index"], r["order"])):
@@ -215,6 +221,7 @@ def gate_document(
         "status": status,
         "error": error,
         "not_run": list(not_run or []),
+        "notes": list(notes or []),
         "passed": status == "complete"
         and bool(variants)
         and all(v["verdict"] not in FAILING for v in variants),

@@ -131,6 +131,7 @@ class GateReport:
         error: str | None,
         path=None,
         not_run: list[dict] | None = None,
+        notes: list[str] | None = None,
     ) -> dict:
         from hypothesis import settings
 
@@ -143,6 +144,7 @@ class GateReport:
             status,
             error,
             not_run,
+            notes,
         )
         path = path or self.path
         write_json_atomic(path, document)
@@ -177,7 +179,7 @@ class GateReport:
         records = [{**r, "verdict": r["verdict"] or "error"} for r in self.records.values()]
         not_run = self._not_run()
         status = "partial" if not_run else "complete"
-        document = self._write(records, status, None, not_run=not_run)
+        document = self._write(records, status, None, not_run=not_run, notes=_notes(records))
         # A partial run keeps pytest's own exit code: it is not a release verdict either way.
         failed = status == "complete" and not document["passed"]
         if failed and session.exitstatus == pytest.ExitCode.OK:
@@ -204,6 +206,17 @@ class GateReport:
         verdict = "PASSED" if document["passed"] else "FAILED"
         unfinished = " (the gate did not finish)" if document["status"] == "incomplete" else ""
         terminalreporter.write_line(f"gate {verdict}{unfinished}: {path}")
+        for note in document.get("notes", ()):
+            terminalreporter.write_line(f"  {note}")
+
+
+def _notes(records: list[dict]) -> list[str]:
+    """Headline lines for checks that no variant could run for a reason that leaves a class of
+    defects unseen: the eager check without a model source."""
+    from equivalence.checks import NO_EAGER_SOURCE
+
+    skipped = [r for r in records if r["check"] == "eager" and r["message"] == NO_EAGER_SOURCE]
+    return [NO_EAGER_SOURCE] if skipped else []
 
 
 def _check_summary(check: dict) -> str:

@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     from equivalence.gate import Gate
     from equivalence.tolerances import CHECKS, load_tolerances
     from exporters.manifest import load_manifest
+    from exporters.session import with_eager_option
 
     parser = argparse.ArgumentParser(prog="python -m equivalence.reproduce", description=__doc__)
     parser.add_argument("npy", type=Path, help="a counterexample .npy saved by the gate")
@@ -51,6 +52,10 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", metavar="ID", help="variant id (default: sidecar's)")
     parser.add_argument("--check", choices=list(CHECKS), help="check (default: sidecar's)")
     parser.add_argument("--tolerances", metavar="FILE", help="tolerance file (default: sidecar's)")
+    parser.add_argument(
+        "--eager", metavar="PKG.MODULE:FACTORY", help="eager module source (default: sidecar's)"
+    )
+    parser.add_argument("--weights", metavar="FILE", help="its weights (default: sidecar's)")
     args = parser.parse_args(argv)
     saved = _sidecar(args.npy)
     release = args.release or saved.get("release")
@@ -62,7 +67,11 @@ def main(argv=None) -> int:
             "pass --release, --variant and --check"
         )
     images = load_images(args.npy)
-    gate = Gate(load_manifest(release), load_tolerances(args.tolerances or saved.get("tolerances")))
+    eager, weights = args.eager, args.weights
+    if eager is None and saved.get("eager"):
+        eager, weights = saved["eager"]
+    manifest = with_eager_option(load_manifest(release), eager, weights)
+    gate = Gate(manifest, load_tolerances(args.tolerances or saved.get("tolerances")))
     try:
         result = gate.run(check, variant, images)
     finally:

@@ -27,6 +27,7 @@ from exporters.errors import HarnessError
 from exporters.manifest import (
     MANIFEST,
     Manifest,
+    ModelSource,
     VariantEntry,
     default_input,
     file_sha256,
@@ -250,9 +251,24 @@ def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force:
             f"[{index}/{len(variants)}] {variant.id}: exported in {seconds:.1f} s ({dump['tot_bytes'] / 1e6:.1f} MB)"
         )
     extra = {"builtin": model.builtin, "fingerprint": model.fingerprint}
-    manifest = Manifest(root, model.name, model.preprocess, tuple(entries), extra)
+    source = _write_source(model, module or model.build(), root) if model.factory else None
+    manifest = Manifest(root, model.name, model.preprocess, tuple(entries), extra, source)
     write_manifest(manifest)
     return manifest
+
+
+WEIGHTS = "weights.npz"
+
+
+def _write_source(model: ModelSpec, module, root: Path) -> ModelSource:
+    """Writes the exported weights beside the dumps (``weights.npz``): the gate rebuilds the
+    eager module from the factory and these, whatever the factory's own initialisation does."""
+    from exporters.files import atomic_write_bytes
+    from exporters.zoo import state_dict_npz
+
+    path = root / WEIGHTS
+    atomic_write_bytes(path, state_dict_npz(module))
+    return ModelSource(model.factory, path, file_sha256(path))
 
 
 __all__ = [

@@ -79,6 +79,32 @@ class VariantEntry:
 
 
 @dataclass(frozen=True)
+class ModelSource:
+    """How to rebuild the eager module a release was exported from (manifest key ``source``).
+
+    ``factory`` is ``package.module:callable`` (a callable returning a MegEngine Module);
+    ``weights`` a state dict file (``.npz`` or ``megengine.save`` pickle) loaded into it, with
+    its ``sha256`` when known. The exporter writes the weights it exported into the release
+    (``weights.npz``), so a factory that initialises randomly is rebuilt with the same weights.
+    """
+
+    factory: str
+    weights: Path | None = None
+    sha256: str | None = None
+    #: Where it came from, for messages: "manifest.json" or "--eager".
+    origin: str = MANIFEST
+
+    def to_dict(self, root: Path) -> dict[str, Any]:
+        data: dict[str, Any] = {"factory": self.factory}
+        if self.weights is not None:
+            weights = self.weights
+            if root.resolve() in weights.resolve().parents:
+                weights = weights.resolve().relative_to(root.resolve())
+            data["weights"] = {"file": str(weights), "sha256": self.sha256}
+        return data
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A validated release folder."""
 
@@ -87,6 +113,7 @@ class Manifest:
     preprocess: PreprocessSpec
     variants: tuple[VariantEntry, ...]
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    source: ModelSource | None = None
 
     def variant(self, variant_id: str) -> VariantEntry:
         for entry in self.variants:
@@ -109,6 +136,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         data = {"format_version": FORMAT_VERSION, "model": self.model}
         data.update(self.extra)
+        if self.source is not None:
+            data["source"] = self.source.to_dict(self.root)
         data["preprocess"] = self.preprocess.to_dict()
         data["variants"] = [e.to_dict() for e in self.variants]
         return data
@@ -159,7 +188,17 @@ def file_sha256(path: Path) -> str:
 
 
 def verify_files(manifest: Manifest) -> None:
-    """HarnessError naming the first variant file that is missing, empty or not as recorded."""
+    """HarnessError naming the first variant file (or the source's weights file) that is
+    missing, empty or not as recorded."""
+    source = manifest.source
+    if source is not None and source.weights is not None:
+        where = f"{source.weights} (the weights of {source.factory}, {source.origin} 'source')"
+        if not source.weights.is_file():
+            raise HarnessError(f"{where}: missing; expected a state dict file")
+        if source.sha256 and file_sha256(source.weights) != source.sha256:
+            raise HarnessError(
+                f"{where}: sha256 differs from {MANIFEST} (changed since the export); export again"
+            )
     for entry in manifest.variants:
         where = f"{entry.path} (variant {entry.id})"
         kind = special_kind(entry.path)
@@ -199,9 +238,45 @@ def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
     extra = {
         k: v
         for k, v in data.items()
-        if k not in ("model", "preprocess", "variants", "format_version")
+        if k not in ("model", "preprocess", "variants", "format_version", "source")
     }
-    return Manifest(root, data["model"], spec, entries, extra)
+    model_source = _parse_source(data.get("source"), root, source)
+    return Manifest(root, data["model"], spec, entries, extra, model_source)
+
+
+def _parse_source(item: Any, root: Path, source: str) -> ModelSource | None:
+    """The manifest's ``source``: ``{"factory": "pkg.module:callable", "weights": {"file",
+    "sha256"}}`` (weights optional; a bare file name is accepted too)."""
+    from exporters.zoo import is_factory_reference
+
+    if item is None:
+        return None
+    where = f"{source}: source"
+    if not isinstance(item, dict):
+        raise HarnessError(f"{where} must be an object with 'factory' (and optional 'weights')")
+    unknown = sorted(set(item) - {"factory", "weights"})
+    if unknown:
+        raise HarnessError(f"{where} has unknown key {unknown[0]!r}; expected factory, weights")
+    factory = item.get("factory")
+    if not isinstance(factory, str) or not is_factory_reference(factory):
+        raise HarnessError(f"{where}.factory must be 'package.module:callable', got {factory!r}")
+    weights = item.get("weights")
+    if weights is None:
+        return ModelSource(factory)
+    if isinstance(weights, str):
+        weights = {"file": weights}
+    if not isinstance(weights, dict) or not isinstance(weights.get("file"), str):
+        raise HarnessError(
+            f"{where}.weights must be {{'file': name, 'sha256': hex}} or a file name"
+        )
+    sha = weights.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+        raise HarnessError(f"{where}.weights.sha256 must be 64 hex digits, got {sha!r}")
+    path = Path(weights["file"])
+    path = (
+        path if path.is_absolute() else path_inside(root, weights["file"], f"{where}.weights.file")
+    )
+    return ModelSource(factory, path, sha)
 
 
 def _parse_entry(

@@ -41,6 +41,49 @@ def _cached_builtin_release(model: str) -> Path:
     return builtin_release(model)
 
 
+def eager_source(manifest) -> str | None:
+    """What the eager module of ``manifest``'s model is rebuilt from ("built-in resnet18",
+    "tests.userzoo:small_net with weights.npz"), or None when the release carries no way to
+    rebuild it (a hand-written manifest without ``source`` and no ``--eager``)."""
+    from exporters.zoo import BUILTIN_MODELS, builtin_spec
+
+    source = manifest.source
+    if source is not None:
+        weights = f" with {source.weights.name}" if source.weights else ""
+        return f"{source.factory}{weights}"
+    builtin = manifest.extra.get("builtin") is True and manifest.model in BUILTIN_MODELS
+    if builtin and manifest.extra.get("fingerprint") == builtin_spec(manifest.model).fingerprint:
+        return f"built-in {manifest.model}"
+    return None
+
+
+def eager_module(manifest):
+    """The eager MegEngine module ``manifest``'s variants were traced from (``eager_source``);
+    HarnessError in one line when its source cannot be built or holds other weights."""
+    from exporters.errors import HarnessError
+    from exporters.zoo import build_factory, weights_digest
+
+    source = manifest.source
+    if source is None:
+        return builtin_module(manifest.model)
+    option = (
+        "--eager" if source.origin == "--eager" else f"{manifest.root / 'manifest.json'}: source"
+    )
+    module = build_factory(source.factory, source.weights, option)
+    recorded = str(manifest.extra.get("fingerprint", "")).rpartition(":weights=")[2]
+    if recorded and len(recorded) == 64 and weights_digest(module) != recorded:
+        hint = (
+            "pass the exported weights with --weights"
+            if source.weights is None
+            else (f"{source.weights.name} is not what the release was exported with")
+        )
+        raise HarnessError(
+            f"{option} {source.factory}: builds other weights than the release was exported "
+            f"with (a random initialisation?); {hint}"
+        )
+    return module
+
+
 def builtin_module(model: str):
     """The eager MegEngine module of a built-in model, with the weights its exports carry.
 

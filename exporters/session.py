@@ -34,6 +34,30 @@ class SessionRelease:
 _KEY = pytest.StashKey[SessionRelease]()
 
 
+def with_eager_option(manifest: Manifest, factory: str | None, weights: str | None) -> Manifest:
+    """The manifest with ``--eager pkg.module:factory [--weights W]`` as its model ``source``
+    (overriding one the manifest records): how a hand-written release gets its eager check."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from exporters.manifest import ModelSource, file_sha256
+    from exporters.zoo import is_factory_reference
+
+    if factory is None:
+        if weights is not None:
+            raise HarnessError(f"--weights {weights}: only with --eager pkg.module:factory")
+        return manifest
+    if not is_factory_reference(factory):
+        raise HarnessError(f"--eager {factory!r}: expected package.module:factory")
+    path = None
+    if weights is not None:
+        path = Path(weights).resolve()
+        if not path.is_file():
+            raise HarnessError(f"--weights {weights}: no such file; expected a state dict file")
+    sha = file_sha256(path) if path else None
+    return replace(manifest, source=ModelSource(factory, path, sha, origin="--eager"))
+
+
 def session_release(config) -> SessionRelease:
     """The release of this pytest session (``--release`` or the built-in ``--model``), loaded
     once per process."""
@@ -43,7 +67,12 @@ def session_release(config) -> SessionRelease:
 
         try:
             root = resolve_release(config.getoption("release"), config.getoption("model"))
-            config.stash[_KEY] = SessionRelease(load_manifest(root))
+            manifest = with_eager_option(
+                load_manifest(root),
+                config.getoption("eager", None),
+                config.getoption("weights", None),
+            )
+            config.stash[_KEY] = SessionRelease(manifest)
         except HarnessError as err:
             config.stash[_KEY] = SessionRelease(None, str(err))
     return config.stash[_KEY]

@@ -34,6 +34,9 @@ class ModelSpec:
     build: Callable[[], object] = field(compare=False)
     fingerprint: str
     builtin: bool = False
+    #: ``package.module:factory`` of a user's model: recorded in the manifest (``source``), so
+    #: the gate can rebuild the eager module. None for built-ins (the gate knows them).
+    factory: str | None = None
 
 
 # --- built-in models -----------------------------------------------------------------------
@@ -229,55 +232,87 @@ def user_spec(
     ``weights`` is an optional state dict (``.npz`` or a ``megengine.save`` pickle, read with a
     restricted unpickler). ``name`` defaults to the factory's name.
     """
+    module = build_factory(reference, weights)
+    return ModelSpec(
+        name=_safe_name(name or reference.split(":")[1]),
+        preprocess=preprocess,
+        build=lambda: module,
+        fingerprint=f"factory:{reference}:weights={weights_digest(module)}",
+        factory=reference,
+    )
+
+
+def build_factory(reference: str, weights: str | Path | None = None, option: str = "--model"):
+    """The eval-mode module ``package.module:factory`` returns, with ``weights`` (a state dict
+    file) loaded when given; HarnessError (naming ``option``) on any failure.
+
+    The exporter and the gate's eager check both build a user's model here, with the same import
+    rules: the factory's package is imported as Python would from the current directory.
+    """
     if not is_factory_reference(reference):
-        raise HarnessError(
-            f"--model {reference!r}: expected a built-in name or package.module:factory"
-        )
+        built_in = "a built-in name or " if option == "--model" else ""
+        raise HarnessError(f"{option} {reference!r}: expected {built_in}package.module:factory")
     module_name, attr = reference.split(":")
-    factory = _import_factory(module_name, attr, reference)
-    module = _call_factory(factory, reference)
+    factory = _import_factory(module_name, attr, reference, option)
+    module = _call_factory(factory, reference, option)
     if weights is not None:
         from exporters.safepickle import load_state_dict
 
         _apply_weights(module, load_state_dict(weights), Path(weights))
     module.eval()
+    return module
+
+
+def weights_digest(module) -> str:
+    """sha256 over a module's state dict (names and values): what identifies its weights."""
     digest = hashlib.sha256()
     for key, value in sorted(module.state_dict().items()):
         digest.update(key.encode())
         digest.update(np.ascontiguousarray(value).tobytes())
-    return ModelSpec(
-        name=_safe_name(name or attr),
-        preprocess=preprocess,
-        build=lambda: module,
-        fingerprint=f"factory:{reference}:weights={digest.hexdigest()}",
-    )
+    return digest.hexdigest()
 
 
-def _import_factory(module_name: str, attr: str, reference: str):
+def state_dict_npz(module) -> bytes:
+    """The module's state dict as ``.npz`` bytes (what ``--weights`` reads back)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in module.state_dict().items()})
+    return buffer.getvalue()
+
+
+def _import_factory(module_name: str, attr: str, reference: str, option: str):
+    import os
+    import sys
+
+    # As ``python -m`` does: the current directory first, so ``pytest`` (whose sys.path need
+    # not hold it) imports the same package the exporter did.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # the user's code: any failure is their mistake to see
         raise HarnessError(
-            f"--model {reference}: cannot import {module_name!r} ({type(err).__name__}: {err})"
+            f"{option} {reference}: cannot import {module_name!r} ({type(err).__name__}: {err})"
         ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise HarnessError(f"--model {reference}: {module_name} has no callable {attr!r}")
+        raise HarnessError(f"{option} {reference}: {module_name} has no callable {attr!r}")
     return factory
 
 
-def _call_factory(factory, reference: str):
+def _call_factory(factory, reference: str, option: str):
     import megengine.module as M
 
     try:
         module = factory()
     except Exception as err:
         raise HarnessError(
-            f"--model {reference}: the factory failed ({type(err).__name__}: {err})"
+            f"{option} {reference}: the factory failed ({type(err).__name__}: {err})"
         ) from None
     if not isinstance(module, M.Module):
         raise HarnessError(
-            f"--model {reference}: the factory returned {type(module).__name__}, "
+            f"{option} {reference}: the factory returned {type(module).__name__}, "
             "expected a megengine.module.Module"
         )
     return module

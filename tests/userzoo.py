@@ -26,3 +26,21 @@ def broken():
 
 def not_a_module():
     return 42
+
+
+class ClipNet(M.Module):
+    """A ReLU6-like ``F.clip(x, 1, 6)``: MegEngine 1.13 dumps it wrongly (Lite then returns the
+    same outputs for every image), while the eager module responds to its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = M.Conv2d(3, 8, 3, padding=1)
+        self.fc = M.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.clip(self.conv(x), 1, 6)
+        return self.fc(F.flatten(F.mean(x, axis=(2, 3), keepdims=True), 1))
+
+
+def clip_net():
+    return ClipNet()

@@ -1,0 +1,152 @@
+"""The eager check for a user's model: rebuilt from the manifest's ``source`` or ``--eager``.
+
+A dump bug shows only against the eager module (MegEngine 1.13 writes ``F.clip(x, 1, 6)`` so that
+Lite returns the same outputs for every image, and every Lite variant agrees with every other).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from equivalence.checks import NO_EAGER_SOURCE
+from exporters.errors import HarnessError
+from exporters.manifest import load_manifest
+from tests.hardening_models import USAGE_ERROR, assert_one_line, run, run_gate
+
+pytestmark = pytest.mark.slow
+
+
+def _export(out: Path, factory: str) -> Path:
+    result = run(
+        "-m", "exporters", "--model", f"tests.userzoo:{factory}", "--out", out,
+        "--size", "32x32", "--variants", "external,fused", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip_release(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory.mktemp("clip") / "rel", "clip_net")
+
+
+@pytest.fixture(scope="module")
+def small_release(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory.mktemp("small") / "rel", "small_net")
+
+
+def _verdicts(gate: dict, check: str) -> dict[str, str]:
+    return {
+        v["id"]: c["verdict"] for v in gate["variants"] for c in v["checks"] if c["check"] == check
+    }
+
+
+def _hand_written(release: Path, folder: Path, keep_fingerprint: bool = False) -> Path:
+    """A copy of ``release`` whose manifest lost ``source`` (and the fingerprint), as one
+    written by hand around the same .mge files."""
+    shutil.copytree(release, folder)
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    del data["source"]
+    if not keep_fingerprint:
+        del data["fingerprint"]
+    path.write_text(json.dumps(data))
+    return folder
+
+
+def test_the_exporter_records_the_source_and_the_exported_weights(small_release):
+    manifest = load_manifest(small_release)
+    assert manifest.source.factory == "tests.userzoo:small_net"
+    assert manifest.source.weights == small_release.resolve() / "weights.npz"
+    data = json.loads((small_release / "manifest.json").read_text())
+    assert data["source"]["weights"]["file"] == "weights.npz"
+    assert len(data["source"]["weights"]["sha256"]) == 64
+
+
+def test_a_clip_dump_bug_fails_the_eager_check_of_every_variant(clip_release, tmp_path):
+    result, gate = run_gate(clip_release, tmp_path, "-k", "eager")
+    assert result.returncode == 1, result.stdout + result.stderr
+    verdicts = _verdicts(gate, "eager")
+    assert len(verdicts) == 4 and set(verdicts.values()) == {"fail"}, verdicts
+    assert gate["notes"] == []
+
+
+def test_a_correct_user_model_passes_the_eager_check(small_release, tmp_path):
+    result, gate = run_gate(small_release, tmp_path, "-k", "eager")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(_verdicts(gate, "eager").values()) == {"pass"}
+
+
+def test_without_a_source_the_headline_says_eager_was_not_checked(clip_release, tmp_path):
+    release = _hand_written(clip_release, tmp_path / "rel")
+    result, gate = run_gate(release, tmp_path, "-k", "eager")
+    assert set(_verdicts(gate, "eager").values()) == {"skipped"}
+    assert gate["notes"] == [NO_EAGER_SOURCE]
+    assert NO_EAGER_SOURCE in result.stdout
+
+
+def test_eager_option_gives_a_hand_written_release_its_eager_check(clip_release, tmp_path):
+    release = _hand_written(clip_release, tmp_path / "rel")
+    weights = release / "weights.npz"
+    result, gate = run_gate(
+        release, tmp_path, "-k", "eager", "--eager", "tests.userzoo:clip_net", "--weights", weights
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert set(_verdicts(gate, "eager").values()) == {"fail"}
+    # The rerun command in the failure text carries the same eager source.
+    message = gate["variants"][0]["checks"][0]["message"]
+    assert "--eager tests.userzoo:clip_net --weights" in message, message
+
+
+def test_a_randomly_initialised_eager_factory_is_refused(clip_release, tmp_path):
+    release = _hand_written(clip_release, tmp_path / "rel", keep_fingerprint=True)
+    result, _ = run_gate(release, tmp_path, "-k", "eager", "--eager", "tests.userzoo:clip_net")
+    assert_one_line(
+        result, USAGE_ERROR, "ERROR: ", "--eager tests.userzoo:clip_net", "other weights",
+        "--weights",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--eager", "tests.nosuch:net"], "cannot import 'tests.nosuch'"),
+        (["--eager", "not a factory"], "expected package.module:factory"),
+        (["--weights", "w.npz"], "only with --eager"),
+    ],
+)
+def test_bad_eager_options_are_one_line(small_release, tmp_path, args, fragment):
+    result, _ = run_gate(small_release, tmp_path, "-k", "eager", *args)
+    assert_one_line(result, USAGE_ERROR, "ERROR: ", fragment)
+
+
+def test_changed_source_weights_are_refused(small_release, tmp_path):
+    release = tmp_path / "rel"
+    shutil.copytree(small_release, release)
+    (release / "weights.npz").write_bytes(b"changed")
+    with pytest.raises(HarnessError, match=r"weights\.npz .*sha256 differs"):
+        load_manifest(release)
+
+
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("tests.userzoo:small_net", "must be an object"),
+        ({"factory": "no colon"}, "source.factory must be 'package.module:callable'"),
+        ({"factory": "a.b:c", "wieghts": "w.npz"}, "unknown key 'wieghts'"),
+        ({"factory": "a.b:c", "weights": "../w.npz"}, "points outside the release folder"),
+        ({"factory": "a.b:c", "weights": {"file": "w.npz", "sha256": "12"}}, "64 hex digits"),
+    ],
+)
+def test_bad_source_keys_are_one_line(small_release, tmp_path, source, fragment):
+    release = tmp_path / "rel"
+    shutil.copytree(small_release, release)
+    data = json.loads((release / "manifest.json").read_text())
+    data["source"] = source
+    (release / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(HarnessError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
+        load_manifest(release, verify=False)
