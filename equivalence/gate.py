@@ -122,6 +122,8 @@ class Gate:
         self.tolerances = tolerances or ToleranceTable()
         self.tolerances.check_variants({e.id for e in manifest.variants})
         self.pool = RunnerPool(manifest)
+        #: Headline notes found by ``validate`` (input sensitivity).
+        self.notes: list[str] = []
 
     def run(self, check: str, variant_id: str, images: np.ndarray) -> CompareResult:
         """Compares the two outputs of ``check`` for ``variant_id`` on ``images``."""
@@ -160,6 +162,29 @@ class Gate:
                     f"{entry.path}: fails on a {entry.input.dtype} {entry.input.layout} input "
                     f"named {entry.input.name!r}, as manifest.json declares ({first_line(err)})"
                 ) from None
+        if self.manifest.reference_variant().id not in skip:
+            self.notes = self.input_sensitivity()
+
+    def input_sensitivity(self) -> list[str]:
+        """Refuses a release whose reference outputs do not depend on the input
+        (``equivalence.sensitivity``); returns headline notes."""
+        from equivalence.checks import has_eager_module
+        from equivalence.sensitivity import check_input_sensitivity
+        from exporters.preprocess import reference_preprocess
+
+        spec = self.manifest.preprocess
+        eager = None
+        if has_eager_module(self.manifest):
+
+            def eager(images):
+                return infer(self.pool.eager("external"), reference_preprocess(images, spec))
+
+        return check_input_sensitivity(
+            spec.size,
+            lambda images: infer(self.pool.reference(), images),
+            eager,
+            str(self.manifest.root),
+        )
 
     def close(self) -> None:
         self.pool.close()

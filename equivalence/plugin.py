@@ -381,6 +381,9 @@ def _prepare_items(config, state, gate_items) -> None:
         ]
     if not config.option.collectonly:
         state.validate()
+        notes = json.dumps(state.gate.notes)
+        for item in gate_items:  # reports carry them to an xdist controller
+            item.user_properties.append(("gate_notes", notes))
 
 
 def pytest_sessionstart(session):

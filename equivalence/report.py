@@ -52,6 +52,8 @@ class GateReport:
         #: Every (variant, check) of the release, and those this run selected; None until known.
         self.expected: set[tuple[str, str]] | None = None
         self.selected: set[tuple[str, str]] = set()
+        #: Headline notes the checking processes found before the checks (input sensitivity).
+        self.notes: list[str] = []
 
     def expect(self, expected, selected) -> None:
         """Records what a full gate run would check and what this one selected (after -k, -m,
@@ -64,6 +66,9 @@ class GateReport:
         if "gate_check" not in props:
             return
         key = (props["gate_variant"], props["gate_check"])
+        for note in json.loads(props.get("gate_notes", "[]")):
+            if note not in self.notes:
+                self.notes.append(note)
         if key not in self.records:
             self.records[key] = {
                 "check": props["gate_check"],
@@ -179,7 +184,9 @@ class GateReport:
         records = [{**r, "verdict": r["verdict"] or "error"} for r in self.records.values()]
         not_run = self._not_run()
         status = "partial" if not_run else "complete"
-        document = self._write(records, status, None, not_run=not_run, notes=_notes(records))
+        document = self._write(
+            records, status, None, not_run=not_run, notes=self.notes + _notes(records)
+        )
         # A partial run keeps pytest's own exit code: it is not a release verdict either way.
         failed = status == "complete" and not document["passed"]
         if failed and session.exitstatus == pytest.ExitCode.OK:
@@ -202,10 +209,10 @@ class GateReport:
                 f"partial run: not a release verdict ({ran} of {ran + missing} checks ran; "
                 f"{missing} did not, listed in not_run): {path}"
             )
-            return
-        verdict = "PASSED" if document["passed"] else "FAILED"
-        unfinished = " (the gate did not finish)" if document["status"] == "incomplete" else ""
-        terminalreporter.write_line(f"gate {verdict}{unfinished}: {path}")
+        else:
+            verdict = "PASSED" if document["passed"] else "FAILED"
+            unfinished = " (the gate did not finish)" if document["status"] == "incomplete" else ""
+            terminalreporter.write_line(f"gate {verdict}{unfinished}: {path}")
         for note in document.get("notes", ()):
             terminalreporter.write_line(f"  {note}")
 

@@ -1,7 +1,9 @@
-"""The eager check for a user's model: rebuilt from the manifest's ``source`` or ``--eager``.
+"""The gate on a user's model: the eager check, rebuilt from the manifest's ``source`` or
+``--eager``, and input sensitivity before any check.
 
 A dump bug shows only against the eager module (MegEngine 1.13 writes ``F.clip(x, 1, 6)`` so that
 Lite returns the same outputs for every image, and every Lite variant agrees with every other).
+A model whose outputs do not depend on the image passes every check vacuously: refused.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from equivalence.checks import NO_EAGER_SOURCE
+from equivalence.sensitivity import MIN_RELATIVE_SPREAD, check_input_sensitivity, spread
 from exporters.errors import HarnessError
 from exporters.manifest import load_manifest
 from tests.hardening_models import USAGE_ERROR, assert_one_line, run, run_gate
@@ -72,7 +76,10 @@ def test_a_clip_dump_bug_fails_the_eager_check_of_every_variant(clip_release, tm
     assert result.returncode == 1, result.stdout + result.stderr
     verdicts = _verdicts(gate, "eager")
     assert len(verdicts) == 4 and set(verdicts.values()) == {"fail"}, verdicts
-    assert gate["notes"] == []
+    # Lite returns one output for every image, the eager module does not: the gate goes on.
+    [note] = gate["notes"]
+    assert note.startswith("input sensitivity: the Lite reference does not respond"), note
+    assert "the eager module does" in note and note in result.stdout
 
 
 def test_a_correct_user_model_passes_the_eager_check(small_release, tmp_path):
@@ -81,12 +88,29 @@ def test_a_correct_user_model_passes_the_eager_check(small_release, tmp_path):
     assert set(_verdicts(gate, "eager").values()) == {"pass"}
 
 
-def test_without_a_source_the_headline_says_eager_was_not_checked(clip_release, tmp_path):
-    release = _hand_written(clip_release, tmp_path / "rel")
+def test_without_a_source_the_headline_says_eager_was_not_checked(small_release, tmp_path):
+    release = _hand_written(small_release, tmp_path / "rel")
     result, gate = run_gate(release, tmp_path, "-k", "eager")
     assert set(_verdicts(gate, "eager").values()) == {"skipped"}
     assert gate["notes"] == [NO_EAGER_SOURCE]
     assert NO_EAGER_SOURCE in result.stdout
+
+
+def test_a_model_that_ignores_its_input_is_refused(tmp_path):
+    release = _export(tmp_path / "rel", "deaf_net")
+    result, gate = run_gate(release, tmp_path)
+    assert_one_line(
+        result, USAGE_ERROR, "ERROR: ", str(release.resolve()),
+        "the reference outputs do not depend on the input", "across 8 distinct images",
+        "no check can tell a broken variant from a correct one", "calibrate BatchNorm",
+    )  # fmt: skip
+    assert gate["status"] == "error" and not (tmp_path / "gate.json").exists()
+
+
+def test_a_lost_input_without_an_eager_module_is_refused(clip_release, tmp_path):
+    release = _hand_written(clip_release, tmp_path / "rel")
+    result, _ = run_gate(release, tmp_path)
+    assert_one_line(result, USAGE_ERROR, "ERROR: ", "do not depend on the input")
 
 
 def test_eager_option_gives_a_hand_written_release_its_eager_check(clip_release, tmp_path):
@@ -150,3 +174,39 @@ def test_bad_source_keys_are_one_line(small_release, tmp_path, source, fragment)
     (release / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(HarnessError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
         load_manifest(release, verify=False)
+
+
+# --- the spread itself, on arrays -----------------------------------------------------------
+
+
+def test_spread_is_relative_to_the_size_of_the_outputs():
+    rng = np.random.default_rng(0)
+    varied = rng.normal(0, 1, (8, 10))
+    assert spread(varied).relative > 0.9
+    assert spread(varied * 1e-6).relative == pytest.approx(spread(varied).relative)
+    # A constant offset hides a response: what counts is the part that varies.
+    offset = spread(1000.0 + varied * 1e-5)
+    assert offset.relative < MIN_RELATIVE_SPREAD and not offset.responds
+    assert spread(np.ones((8, 10))).relative == 0.0
+
+
+def test_sensitivity_refuses_only_when_no_reference_responds():
+    rng = np.random.default_rng(1)
+
+    def deaf(images):
+        return np.ones((len(images), 5), np.float32)
+
+    def hearing(images):
+        return images.reshape(len(images), -1)[:, :5].astype(np.float32)
+
+    assert check_input_sensitivity((16, 16), hearing) == []
+    with pytest.raises(HarnessError, match="rel: the reference outputs do not depend"):
+        check_input_sensitivity((16, 16), deaf, release="rel")
+    with pytest.raises(HarnessError, match="do not depend"):
+        check_input_sensitivity((16, 16), deaf, deaf)
+    [note] = check_input_sensitivity((16, 16), deaf, hearing)
+    assert "the dump lost the input" in note
+    # NaN outputs are left to the checks, which name them.
+    nan = rng.normal(size=(8, 5))
+    nan[0, 0] = np.nan
+    assert check_input_sensitivity((16, 16), lambda images: nan) == []

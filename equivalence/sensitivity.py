@@ -1,0 +1,116 @@
+"""Input sensitivity: do the reference outputs depend on the input at all?
+
+Every check compares two outputs on the same images. If the reference outputs are the same for
+every image (random weights whose activations have collapsed, BatchNorm at its initial
+statistics, a dump that lost the input), a broken variant agrees with them as well as a correct
+one does, and every check passes vacuously. So before any check the gate feeds the reference
+pipeline distinct images (four real photos and four image-like pictures, at the model's input
+size) and measures, per output, how much the outputs vary between them:
+
+    relative spread = RMS over elements of (R - mean over images of R) / RMS of R
+
+A relative spread below ``MIN_RELATIVE_SPREAD`` is float noise, not a response to the image:
+the gate refuses the release in one line (exit 4) and says what to do.
+
+When the Lite reference does not respond but the eager module it was traced from does, the
+dump is what lost the input (MegEngine 1.13 writes ``F.clip(x, 1, 6)`` so): the gate goes on,
+and the eager check is the one that fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from exporters.errors import HarnessError
+
+#: Below this relative spread, outputs do not depend on the image. See the measured table in
+#: equivalence/README.md ("Input sensitivity").
+MIN_RELATIVE_SPREAD = 1e-4
+
+#: Advice printed with a refusal.
+ADVICE = (
+    "load trained weights (--weights) or calibrate BatchNorm on image-like inputs before "
+    "exporting (exporters.zoo.calibrate_batchnorm)"
+)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How much one output varies between distinct images."""
+
+    output: str
+    spread: float  # RMS of (R - mean over images), over all elements
+    scale: float  # RMS of R
+    images: int
+
+    @property
+    def relative(self) -> float:
+        return self.spread / self.scale if self.scale > 0 else 0.0
+
+    @property
+    def responds(self) -> bool:
+        return self.relative >= MIN_RELATIVE_SPREAD
+
+    def describe(self) -> str:
+        name = f"output {self.output!r}" if self.output else "the output"
+        return (
+            f"{name} varies by {self.spread:.3g} RMS across {self.images} distinct images "
+            f"({self.relative:.2g} of its size {self.scale:.3g}; at least "
+            f"{MIN_RELATIVE_SPREAD:g} is a response to the image)"
+        )
+
+
+def spread(outputs: np.ndarray, name: str = "") -> Spread:
+    """The between-image spread of ``outputs`` (batch on axis 0), in float64."""
+    values = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+    centred = values - values.mean(axis=0, keepdims=True)
+    rms = float(np.sqrt(np.mean(values**2)))
+    return Spread(name, float(np.sqrt(np.mean(centred**2))), rms, len(outputs))
+
+
+def distinct_images(size: tuple[int, int]) -> np.ndarray:
+    """Eight uint8 BGR images at ``size`` that any image model should tell apart: four bundled
+    photos (scikit-image) and four smooth image-like pictures with edges."""
+    import cv2
+
+    from equivalence.strategies import PHOTOS, _load_photo
+    from exporters.zoo import calibration_images
+
+    height, width = size
+    photos = [
+        cv2.resize(_load_photo(name), (width, height), interpolation=cv2.INTER_AREA)
+        for name in PHOTOS
+    ]
+    return np.concatenate([np.stack(photos), calibration_images(4, size, seed=11)])
+
+
+def check_input_sensitivity(
+    size: tuple[int, int], reference, eager=None, release: str = "release"
+) -> list[str]:
+    """Refuses (HarnessError) a release whose reference outputs do not depend on the input.
+
+    ``reference(images)`` returns the reference pipeline's outputs for uint8 BGR images at
+    ``size``; ``eager(images)``, when given, the eager module's on the same images. Returns
+    notes for the verdict's headline (empty when the reference responds).
+    """
+    images = distinct_images(size)
+    outputs = reference(images)
+    if not np.isfinite(outputs).all():
+        return []  # NaN or Inf: every check reports it ("nonfinite"), more precisely than here
+    lite = spread(outputs)
+    if lite.responds:
+        return []
+    if eager is not None:
+        module = spread(eager(images))
+        if module.responds:
+            return [
+                f"input sensitivity: the Lite reference does not respond to its input "
+                f"({lite.describe()}), the eager module does ({module.relative:.2g}): the dump "
+                "lost the input; the eager check shows it"
+            ]
+    raise HarnessError(
+        f"{release}: the reference outputs do not depend on the input: {lite.describe()}; no "
+        f"check can tell a broken variant from a correct one on such a model; {ADVICE}"
+    )
