@@ -77,16 +77,12 @@ NEEDS = ("reference", "fuse-twin")
 EXPECTED_FAILURE_MODES = ("strict", "may")
 
 
-def only_output(outputs: dict[str, np.ndarray], runner) -> np.ndarray:
-    """The single output of a classifier runner (the harness contract: one logits output)."""
-    if len(outputs) != 1:
-        raise HarnessError(f"{runner.name}: expected one output (logits), got {sorted(outputs)}")
-    return next(iter(outputs.values()))
+Outputs = dict[str, np.ndarray]
 
 
-def infer(runner, images: np.ndarray) -> np.ndarray:
-    """The output of ``runner`` fed the raw uint8 BGR batch ``images``."""
-    return only_output(runner.infer({"data": images}), runner)
+def infer(runner, images: np.ndarray) -> Outputs:
+    """Every output of ``runner`` fed the raw uint8 BGR batch ``images``, by name."""
+    return runner.infer({"data": images})
 
 
 def fuse_twin(manifest: Manifest, entry: VariantEntry) -> VariantEntry | None:
@@ -139,8 +135,14 @@ def _eager(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
 
 def _batch(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
     runner = pool.image(entry)
-    alone = np.concatenate([infer(runner, images[i : i + 1]) for i in range(len(images))])
-    return alone, infer(runner, images)
+    singles = [infer(runner, images[i : i + 1]) for i in range(len(images))]
+    batched = infer(runner, images)
+    alone = {}
+    for name, first in singles[0].items():
+        # An output without a batch axis (a detector's anchors) is the same for any batch.
+        per_image = np.ndim(first) and len(first) == 1 and len(batched.get(name, ())) == len(images)
+        alone[name] = np.concatenate([s[name] for s in singles]) if per_image else first
+    return alone, batched
 
 
 def _determinism(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):

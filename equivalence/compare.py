@@ -7,7 +7,13 @@ The pass rule, the only one in the harness: ``out`` passes against ``ref`` when
 * every element satisfies ``|out - ref| <= atol + rtol * |ref|`` (else ``"mismatch"``), and
 * the cosine similarity of every batch row (axis 0) is at least ``cosine_min`` (else
   ``"mismatch"``): a floor that catches a uniform drift which the elementwise rule lets through
-  on large logits.
+  on large logits, and
+* given the reference's scale (:class:`OutputScale`: its mean and between-image spread S over
+  distinct images), the scale-free rule: the RMS error of every batch row is at most
+  ``spread_ratio * S``, and the cosine of ``out - mean`` and ``ref - mean`` over the batch is at
+  least ``centred_cosine_min``. Unlike the elementwise rule and the raw cosine, it does not
+  depend on the outputs' units or on a constant offset (a random-init net whose logits sit
+  near 30 and differ by 0.4 between images has a raw cosine near 1 for any input).
 
 Tolerances are data (:class:`Tolerance`); which tolerance applies to which check lives in
 :mod:`equivalence.tolerances`. The result (:class:`CompareResult`) is truthy when it passes, reads
@@ -25,27 +31,37 @@ import numpy as np
 
 from exporters.errors import HarnessError
 
-_TOLERANCE_FIELDS = ("atol", "rtol", "cosine_min")
+_REQUIRED_FIELDS = ("atol", "rtol", "cosine_min")
+_TOLERANCE_FIELDS = (*_REQUIRED_FIELDS, "spread_ratio", "centred_cosine_min")
+
+#: Defaults of the scale-free fields (``equivalence/README.md``, "Scale-free comparison").
+SPREAD_RATIO = 1e-3
+CENTRED_COSINE_MIN = 0.999999
 
 
 @dataclass(frozen=True)
 class Tolerance:
     """How far ``out`` may stray from ``ref``: ``|out - ref| <= atol + rtol * |ref|`` elementwise,
-    and a cosine similarity of at least ``cosine_min`` per batch row."""
+    and a cosine similarity of at least ``cosine_min`` per batch row; with the reference's scale
+    (:class:`OutputScale`), also the scale-free rule: every row's RMS error at most
+    ``spread_ratio`` times the between-image spread, and the cosine of the centred outputs at
+    least ``centred_cosine_min``."""
 
     atol: float
     rtol: float
     cosine_min: float
+    spread_ratio: float = SPREAD_RATIO
+    centred_cosine_min: float = CENTRED_COSINE_MIN
 
     def __post_init__(self):
-        for name in ("atol", "rtol"):
+        for name in ("atol", "rtol", "spread_ratio"):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value) or value < 0:
                 raise HarnessError(f"tolerance {name} must be a finite number >= 0, got {value!r}")
-        if not _is_number(self.cosine_min) or not -1.0 <= self.cosine_min <= 1.0:
-            raise HarnessError(
-                f"tolerance cosine_min must be a number in [-1, 1], got {self.cosine_min!r}"
-            )
+        for name in ("cosine_min", "centred_cosine_min"):
+            value = getattr(self, name)
+            if not _is_number(value) or not -1.0 <= value <= 1.0:
+                raise HarnessError(f"tolerance {name} must be a number in [-1, 1], got {value!r}")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -54,10 +70,11 @@ class Tolerance:
     def from_dict(
         cls, data: Any, *, base: Tolerance | None = None, source: str = "tolerance"
     ) -> Tolerance:
-        """Builds a tolerance from ``{"atol", "rtol", "cosine_min"}``.
+        """Builds a tolerance from ``{"atol", "rtol", "cosine_min"}`` and optionally
+        ``spread_ratio`` and ``centred_cosine_min``.
 
-        With ``base``, missing fields are taken from it (a partial override); without it, all
-        three are required. Errors name ``source``.
+        With ``base``, missing fields are taken from it (a partial override); without it, the
+        first three are required. Errors name ``source``.
         """
         if not isinstance(data, Mapping):
             raise HarnessError(
@@ -70,7 +87,7 @@ class Tolerance:
                 f"expected some of {', '.join(_TOLERANCE_FIELDS)}"
             )
         if base is None:
-            missing = [k for k in _TOLERANCE_FIELDS if k not in data]
+            missing = [k for k in _REQUIRED_FIELDS if k not in data]
             if missing:
                 raise HarnessError(f"{source}: missing {', '.join(map(repr, missing))}")
             base = cls(0.0, 0.0, -1.0)
@@ -82,6 +99,16 @@ class Tolerance:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class OutputScale:
+    """How much one reference output varies between distinct images: ``centre`` is its mean over
+    them (shape ``(1, ...)``), ``spread`` the RMS over elements of the deviation from it. What
+    the scale-free rule measures errors against (``equivalence.sensitivity.output_scales``)."""
+
+    centre: np.ndarray = field(repr=False)
+    spread: float
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,8 @@ class CompareResult:
     min_atol: float = math.nan
     min_rtol: float = math.nan
     error_ratio: float = math.nan
+    spread_ratio: float = math.nan
+    centred_cosine: float = math.nan
     detail: str = field(default="")
 
     def __bool__(self) -> bool:
@@ -124,7 +153,16 @@ class CompareResult:
 
     @property
     def margin(self) -> float:
-        return 1.0 - self.error_ratio
+        """The share of the tolerance left unused: of the elementwise rule and, where measured,
+        of the spread ratio; the smaller."""
+        margins = [1.0 - self.error_ratio]
+        if not math.isnan(self.spread_ratio):
+            allowed = self.tolerance.spread_ratio
+            if allowed > 0:
+                margins.append(1.0 - self.spread_ratio / allowed)
+            else:
+                margins.append(1.0 if self.spread_ratio == 0 else -math.inf)
+        return min(margins)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite floats (no value, or no passing rtol) become None."""
@@ -155,6 +193,16 @@ class CompareResult:
             f"  max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, mean abs "
             f"{self.mean_abs:.3g}, cosine {self.cosine:.8f} (floor {tol.cosine_min:.8f})"
         )
+        if not math.isnan(self.spread_ratio):
+            centred = (
+                "n/a (the batch is near the centre)"
+                if math.isnan(self.centred_cosine)
+                else f"{self.centred_cosine:.8f} (floor {tol.centred_cosine_min:.8f})"
+            )
+            lines.append(
+                f"  error / between-image spread {self.spread_ratio:.3g} (at most "
+                f"{tol.spread_ratio:.3g}), centred cosine {centred}"
+            )
         if self.top1_agreement is not None:
             top5 = "n/a" if self.top5_agreement is None else f"{100 * self.top5_agreement:.0f}%"
             lines.append(f"  top-1 agreement {100 * self.top1_agreement:.0f}%, top-5 {top5}")
@@ -171,8 +219,11 @@ def _json_float(value: Any) -> Any:
     return value
 
 
-def compare(ref: np.ndarray, out: np.ndarray, tolerance: Tolerance) -> CompareResult:
-    """Compares ``out`` with ``ref`` under ``tolerance`` (see the module docstring for the rule)."""
+def compare(
+    ref: np.ndarray, out: np.ndarray, tolerance: Tolerance, scale: OutputScale | None = None
+) -> CompareResult:
+    """Compares ``out`` with ``ref`` under ``tolerance`` (see the module docstring for the rule);
+    with ``scale`` (the reference's between-image spread) the scale-free rule applies too."""
     ref, out = np.asarray(ref), np.asarray(out)
     shape, dtype = tuple(ref.shape), str(ref.dtype)
     if ref.shape != out.shape:
@@ -188,7 +239,30 @@ def compare(ref: np.ndarray, out: np.ndarray, tolerance: Tolerance) -> CompareRe
         detail = f"{_count_nonfinite(out64, 'out')}; {_count_nonfinite(ref64, 'ref')}"
         return CompareResult("nonfinite", tolerance, shape, dtype, detail=detail, **metrics)
     failing = metrics["mismatches"] > 0 or metrics["cosine"] < tolerance.cosine_min
+    if scale is not None and scale.spread > 0 and metrics["size"]:
+        metrics.update(_scale_free(ref64, out64, scale))
+        failing = (
+            failing
+            or metrics["spread_ratio"] > tolerance.spread_ratio
+            or metrics["centred_cosine"] < tolerance.centred_cosine_min
+        )
     return CompareResult("mismatch" if failing else "pass", tolerance, shape, dtype, **metrics)
+
+
+def _scale_free(ref: np.ndarray, out: np.ndarray, scale: OutputScale) -> dict[str, float]:
+    """The scale-free metrics: the worst row's RMS error over the spread, and the cosine of the
+    centred outputs over the whole batch (NaN when the batch's own deviation from the centre is
+    under a tenth of the spread, where the cosine would measure noise)."""
+    rows_error = np.sqrt(np.mean(_rows(out - ref) ** 2, axis=1))
+    ratio = float(rows_error.max()) / scale.spread
+    try:
+        centre = np.broadcast_to(scale.centre, ref.shape)
+    except ValueError:  # another shape than the scale was measured on: no centred cosine
+        return {"spread_ratio": ratio}
+    ref_c, out_c = (ref - centre).ravel(), (out - centre).ravel()
+    if np.sqrt(np.mean(ref_c**2)) < 0.1 * scale.spread:
+        return {"spread_ratio": ratio}
+    return {"spread_ratio": ratio, "centred_cosine": _min_row_cosine(ref_c, out_c)}
 
 
 def _count_nonfinite(values: np.ndarray, name: str) -> str:
@@ -268,3 +342,39 @@ def _topk_agreement(ref: np.ndarray, out: np.ndarray, k: int) -> float | None:
     ref_top = np.sort(np.argsort(-ref, axis=1, kind="stable")[:, :k], axis=1)
     out_top = np.sort(np.argsort(-out, axis=1, kind="stable")[:, :k], axis=1)
     return float((ref_top == out_top).all(axis=1).mean())
+
+
+def compare_outputs(
+    ref: Mapping[str, np.ndarray],
+    out: Mapping[str, np.ndarray],
+    tolerance: Tolerance,
+    logits: set[str] | None = None,
+    scales: Mapping[str, OutputScale | None] | None = None,
+) -> CompareResult:
+    """Compares every output of ``out`` with the same-named one of ``ref``; the worst result
+    counts (a failing one first, then the smallest margin), its ``detail`` naming the output
+    when there are several. Top-1/top-5 agreement is kept for the ``logits`` outputs only
+    (default: a single rank-2 output). ``scales`` (by output name) turns on the scale-free rule.
+
+    Different output names are status ``"shape"``.
+    """
+    if set(ref) != set(out):
+        detail = f"out has outputs {sorted(out)}, ref has {sorted(ref)}"
+        return CompareResult("shape", tolerance, (), "", detail=detail)
+    if logits is None:
+        logits = {n for n, v in ref.items() if np.ndim(v) == 2} if len(ref) == 1 else set()
+    results = []
+    for name in ref:
+        result = compare(ref[name], out[name], tolerance, (scales or {}).get(name))
+        if name not in logits:
+            result = replace(result, top1_agreement=None, top5_agreement=None)
+        if len(ref) > 1:
+            detail = "; ".join(filter(None, (f"output {name!r}", result.detail)))
+            result = replace(result, detail=detail)
+        results.append(result)
+    return min(results, key=_badness)
+
+
+def _badness(result: CompareResult) -> tuple:
+    margin = result.margin if math.isfinite(result.margin) else -math.inf
+    return (bool(result), margin)

@@ -14,11 +14,12 @@ from dataclasses import replace
 import numpy as np
 
 from equivalence.checks import GATE_CHECKS, infer
-from equivalence.compare import CompareResult, compare
+from equivalence.compare import CompareResult, compare_outputs
 from equivalence.photos import same_top1
 from equivalence.tolerances import ToleranceTable
 from exporters.errors import HarnessError, first_line
 from exporters.manifest import Manifest, VariantEntry
+from exporters.outputs import logits_names
 
 
 class RunnerPool:
@@ -93,12 +94,10 @@ def _exact_reference(pool: RunnerPool, images: np.ndarray) -> np.ndarray:
     return infer_model(model, batch)
 
 
-def infer_model(model, batch: np.ndarray) -> np.ndarray:
-    """The single output of a Lite runner fed its own (float32 NCHW) input."""
-    from equivalence.checks import only_output
-
+def infer_model(model, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The outputs of a Lite runner fed its own (float32 NCHW) input."""
     name = model.input_spec.name if model.input_spec else "data"
-    return only_output(model.infer({name: batch}), model)
+    return model.infer({name: batch})
 
 
 def _closeness(result: CompareResult) -> tuple[bool, float]:
@@ -124,6 +123,8 @@ class Gate:
         self.pool = RunnerPool(manifest)
         #: Headline notes found by ``validate`` (input sensitivity).
         self.notes: list[str] = []
+        self._distinct_outputs = None
+        self._scales = None
 
     def run(self, check: str, variant_id: str, images: np.ndarray) -> CompareResult:
         """Compares the two outputs of ``check`` for ``variant_id`` on ``images``."""
@@ -131,12 +132,17 @@ class Gate:
         kind = GATE_CHECKS[check]
         tolerance = self.tolerances.lookup(check, variant_id)
         ref, out = kind.outputs(self.pool, entry, images)
-        result = compare(ref, out, tolerance)
+        logits = logits_names(self.manifest.outputs, {n: np.shape(v) for n, v in ref.items()})
+        scales = self.scales
+        result = compare_outputs(ref, out, tolerance, logits, scales)
         if not kind.either_resize:
             return result
         exact = _exact_reference(self.pool, images)
-        result = _closest(result, compare(exact, out, tolerance))
-        return same_top1(result, ref, out, exact) if kind.same_top1 else result
+        result = _closest(result, compare_outputs(exact, out, tolerance, logits, scales))
+        if not kind.same_top1 or len(logits) != 1 or set(out) != set(ref):
+            return result  # the top-1 rule is for class scores
+        [name] = logits
+        return same_top1(result, ref[name], out[name], exact[name])
 
     def validate(self, skip: Collection[str] = ()) -> None:
         """Loads every variant and runs it once on a grey image at the model's input size.
@@ -179,12 +185,30 @@ class Gate:
             def eager(images):
                 return infer(self.pool.eager("external"), reference_preprocess(images, spec))
 
-        return check_input_sensitivity(
-            spec.size,
-            lambda images: infer(self.pool.reference(), images),
-            eager,
-            str(self.manifest.root),
-        )
+        images, outputs = self._distinct()
+        return check_input_sensitivity(outputs, images, eager, str(self.manifest.root))
+
+    def _distinct(self):
+        """The distinct images (``equivalence.sensitivity``) and the reference's outputs on
+        them, computed once."""
+        if self._distinct_outputs is None:
+            from equivalence.sensitivity import distinct_images
+
+            images = distinct_images(self.manifest.preprocess.size)
+            self._distinct_outputs = images, infer(self.pool.reference(), images)
+        return self._distinct_outputs
+
+    @property
+    def scales(self):
+        """Each reference output's mean and between-image spread: the scale-free rule's scale."""
+        if self._scales is None:
+            from equivalence.sensitivity import output_scales
+
+            if self.manifest.reference_variant().id in self.pool.blocked:
+                self._scales = {}  # the reference crashed in its probe: elementwise rule only
+            else:
+                self._scales = output_scales(self._distinct()[1])
+        return self._scales
 
     def close(self) -> None:
         self.pool.close()

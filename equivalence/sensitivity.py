@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equivalence.compare import OutputScale
 from exporters.errors import HarnessError
 
 #: Below this relative spread, outputs do not depend on the image. See the measured table in
 #: equivalence/README.md ("Input sensitivity").
-MIN_RELATIVE_SPREAD = 1e-4
+MIN_RELATIVE_SPREAD = 1e-3
 
 #: Advice printed with a refusal.
 ADVICE = (
@@ -86,31 +87,60 @@ def distinct_images(size: tuple[int, int]) -> np.ndarray:
     return np.concatenate([np.stack(photos), calibration_images(4, size, seed=11)])
 
 
+def spreads(outputs: dict[str, np.ndarray]) -> list[Spread]:
+    """The spread of every output (named only when there are several)."""
+    named = len(outputs) > 1
+    return [spread(values, name if named else "") for name, values in outputs.items()]
+
+
+def _responds(found: list[Spread]) -> bool:
+    return any(s.responds for s in found)
+
+
+def _describe(found: list[Spread]) -> str:
+    return "; ".join(s.describe() for s in sorted(found, key=lambda s: -s.relative)[:3])
+
+
+def output_scales(outputs: dict[str, np.ndarray]) -> dict[str, OutputScale | None]:
+    """The scale of each reference output on distinct images, for the scale-free rule; None for
+    an output without a batch axis or one that does not vary (only the elementwise rule then)."""
+    scales: dict[str, OutputScale | None] = {}
+    for name, values in outputs.items():
+        values = np.asarray(values, np.float64)
+        if values.ndim == 0 or len(values) < 2 or not np.isfinite(values).all():
+            scales[name] = None
+            continue
+        found = spread(values, name)
+        centre = values.mean(axis=0, keepdims=True)
+        scales[name] = OutputScale(centre, found.spread) if found.responds else None
+    return scales
+
+
 def check_input_sensitivity(
-    size: tuple[int, int], reference, eager=None, release: str = "release"
+    outputs: dict[str, np.ndarray], images: np.ndarray, eager=None, release: str = "release"
 ) -> list[str]:
     """Refuses (HarnessError) a release whose reference outputs do not depend on the input.
 
-    ``reference(images)`` returns the reference pipeline's outputs for uint8 BGR images at
-    ``size``; ``eager(images)``, when given, the eager module's on the same images. Returns
-    notes for the verdict's headline (empty when the reference responds).
+    ``outputs`` are the reference pipeline's outputs (``{name: array}``) on ``images``
+    (``distinct_images``); ``eager(images)``, when given, returns the eager module's. One output
+    that responds is enough (a detector may have a constant one, its anchors). Returns notes
+    for the verdict's headline (empty when the reference responds).
     """
-    images = distinct_images(size)
-    outputs = reference(images)
-    if not np.isfinite(outputs).all():
+    if not all(np.isfinite(v).all() for v in outputs.values()):
         return []  # NaN or Inf: every check reports it ("nonfinite"), more precisely than here
-    lite = spread(outputs)
-    if lite.responds:
+    lite = spreads(outputs)
+    if _responds(lite):
         return []
     if eager is not None:
-        module = spread(eager(images))
-        if module.responds:
+        module = spreads(eager(images))
+        if _responds(module):
+            best = max(s.relative for s in module)
             return [
                 f"input sensitivity: the Lite reference does not respond to its input "
-                f"({lite.describe()}), the eager module does ({module.relative:.2g}): the dump "
-                "lost the input; the eager check shows it"
+                f"({_describe(lite)}), the eager module does ({best:.2g}): the dump lost the "
+                "input; the eager check shows it"
             ]
     raise HarnessError(
-        f"{release}: the reference outputs do not depend on the input: {lite.describe()}; no "
+        f"{release}: the reference outputs do not depend on the input: {_describe(lite)}; no "
         f"check can tell a broken variant from a correct one on such a model; {ADVICE}"
     )

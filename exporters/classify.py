@@ -255,12 +255,8 @@ class Classifier:
         return self._check_logits(outputs, len(images))
 
     def _check_logits(self, outputs: dict[str, np.ndarray], count: int) -> np.ndarray:
-        if len(outputs) != 1:
-            raise HarnessError(
-                f"{self.variant.path}: has outputs {sorted(outputs)}; a classifier needs one "
-                "(N, classes) logits output"
-            )
-        name, logits = next(iter(outputs.items()))
+        name = self._logits_name(outputs)
+        logits = outputs[name]
         if logits.ndim > 2 and all(d == 1 for d in logits.shape[2:]):  # (N, classes, 1, 1)
             logits = logits.reshape(logits.shape[:2])
         if logits.ndim != 2 or logits.shape[0] != count:
@@ -269,6 +265,19 @@ class Classifier:
                 "images; a classifier needs (N, classes) logits"
             )
         return logits
+
+    def _logits_name(self, outputs: dict[str, np.ndarray]) -> str:
+        """The output that holds class scores: the only one, else the one the manifest's
+        ``outputs`` marks ``logits``."""
+        if len(outputs) == 1:
+            return next(iter(outputs))
+        marked = [o.name for o in self.manifest.outputs or () if o.kind == "logits"]
+        if len(marked) == 1 and marked[0] in outputs:
+            return marked[0]
+        raise HarnessError(
+            f"{self.variant.path}: has outputs {sorted(outputs)}; a classifier needs one (N, "
+            "classes) logits output: mark it with kind 'logits' in manifest.json's outputs"
+        )
 
     def _result(self, source: str, probabilities: np.ndarray) -> Classification:
         if self._names is None:

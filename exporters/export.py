@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.errors import HarnessError
+from exporters.errors import HarnessError, first_line
 from exporters.manifest import (
     MANIFEST,
     Manifest,
@@ -34,6 +35,7 @@ from exporters.manifest import (
     load_manifest,
     write_manifest,
 )
+from exporters.outputs import default_kinds
 from exporters.preprocess import PreprocessSpec, preprocessing_recipe
 from exporters.variants import Variant, default_matrix
 from exporters.zoo import ModelSpec
@@ -86,11 +88,26 @@ def op_histogram(path: str | Path) -> dict[str, int]:
     return dict(sorted(Counter(o.type for o in network.all_oprs).items()))
 
 
-def _graph_function(module, variant: Variant, model: ModelSpec):
-    if variant.preprocessing == "external":
-        return lambda data: module(data)
-    recipe = preprocessing_recipe(variant.preprocessing)
-    return lambda data: module(recipe(data, model.preprocess))
+def _graph_function(module, variant: Variant, model: ModelSpec, outputs: dict):
+    """The traced function: preprocessing (for raw-input variants), the module, and its return
+    value flattened to a list of tensors (``exporters.outputs``); ``outputs`` gets their names
+    and shapes as the trace runs."""
+    from exporters.outputs import flatten_outputs
+
+    recipe = (
+        None if variant.preprocessing == "external" else preprocessing_recipe(variant.preprocessing)
+    )
+    where = f"{model.name} variant {variant.id}"
+
+    def function(data):
+        flat = flatten_outputs(
+            module(data if recipe is None else recipe(data, model.preprocess)), where
+        )
+        outputs.clear()
+        outputs.update((name, tuple(t.shape)) for name, t in flat.items())
+        return list(flat.values())
+
+    return function
 
 
 def example_input(variant: Variant, model: ModelSpec) -> np.ndarray:
@@ -104,9 +121,27 @@ def example_input(variant: Variant, model: ModelSpec) -> np.ndarray:
 
 
 def dump_variant(module, model: ModelSpec, variant: Variant, path: Path) -> dict:
-    """Traces ``module`` with the variant's preprocessing and dumps it atomically to ``path``."""
-    function = _graph_function(module, variant, model)
-    return dump_graph(function, example_input(variant, model), path, variant.dump_options())
+    """Traces ``module`` with the variant's preprocessing and dumps it atomically to ``path``.
+
+    Returns the dump's figures and ``outputs``, ``{name: shape}`` of the traced example. A model
+    that fails on the example input (a layer fixed to another size, say) is a HarnessError
+    naming the model, variant and size, with MegEngine's reason.
+    """
+    outputs: dict[str, tuple[int, ...]] = {}
+    function = _graph_function(module, variant, model, outputs)
+    example = example_input(variant, model)
+    try:
+        dump = dump_graph(function, example, path, variant.dump_options(), names=outputs)
+    except HarnessError:
+        raise
+    except Exception as err:  # the user's model, MegEngine's trace: any failure is one line
+        height, width = model.preprocess.size
+        raise HarnessError(
+            f"{model.name} variant {variant.id}: fails when traced on a {example.dtype} input "
+            f"of shape {example.shape} (model size {height}x{width}; choose it with --size): "
+            f"{type(err).__name__}: {first_line(err)}"
+        ) from None
+    return {**dump, "outputs": dict(outputs)}
 
 
 def dump_preprocessing(spec: PreprocessSpec, path: Path, preprocessing: str = "fused") -> dict:
@@ -121,17 +156,20 @@ def dump_preprocessing(spec: PreprocessSpec, path: Path, preprocessing: str = "f
     return dump_graph(lambda data: recipe(data, spec), example, Path(path), options)
 
 
-def dump_graph(function, example: np.ndarray, path: Path, options: dict) -> dict:
+def dump_graph(function, example: np.ndarray, path: Path, options: dict, names=None) -> dict:
     """Traces ``function`` on ``example`` and dumps it to ``path`` atomically.
 
     Traced imperatively (``symbolic=False``, MegEngine's default): a symbolic trace of the
-    gather-based resize followed by a convolution segfaults in MegEngine 1.13.
+    gather-based resize followed by a convolution segfaults in MegEngine 1.13. ``names``, when
+    given, is filled by the trace with the output names, which replace ``output_names``.
     """
     import megengine as mge
     from megengine.jit import trace
 
     traced = trace(function, capture_as_const=True)
     traced(mge.tensor(example))
+    if names is not None:
+        options = {**options, "output_names": list(names)}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         result = traced.dump(str(tmp), **options)
@@ -153,14 +191,16 @@ def _prepare_folder(out_dir: Path) -> Path:
     return out_dir.resolve()
 
 
-def _previous_entries(out_dir: Path) -> dict[str, VariantEntry]:
-    """Variants recorded by an earlier export into this folder (none if it has no valid manifest)."""
+def _previous_entries(out_dir: Path) -> tuple[dict[str, VariantEntry], tuple | None]:
+    """Variants and outputs recorded by an earlier export into this folder (none if it has no
+    valid manifest)."""
     if not (out_dir / MANIFEST).exists():
-        return {}
+        return {}, None
     try:
-        return {e.id: e for e in load_manifest(out_dir, verify=False).variants}
+        manifest = load_manifest(out_dir, verify=False)
     except HarnessError:
-        return {}
+        return {}, None
+    return {e.id: e for e in manifest.variants}, manifest.outputs
 
 
 def _reusable(entry: VariantEntry | None, key: str) -> bool:
@@ -183,9 +223,26 @@ def export_release(
     per variant (pass None for silence).
     """
     say = progress or (lambda message: None)
+    existed = Path(out_dir).exists()
     root = _prepare_folder(Path(out_dir))
-    with _folder_lock(root, say):
-        return _export_locked(model, root, variants, say, force)
+    try:
+        with _folder_lock(root, say):
+            return _export_locked(model, root, variants, say, force)
+    except BaseException:
+        _clean_failed_export(root, existed)
+        raise
+
+
+def _clean_failed_export(root: Path, existed: bool) -> None:
+    """After a failed export into a folder that holds no release: removes the lock file, and the
+    folder itself (with any dumps of this run) when this export created it. A folder with a
+    manifest (an earlier release) keeps everything: its files are still valid."""
+    if (root / MANIFEST).exists():
+        return
+    if existed:
+        (root / LOCK).unlink(missing_ok=True)
+    else:  # created by this export, which held the lock: nothing in it is anyone else's
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
@@ -211,7 +268,7 @@ def _folder_lock(root: Path, say: Progress):
 
 def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force: bool) -> Manifest:
     variants = variants or default_matrix(model.name)
-    previous = _previous_entries(root)
+    previous, outputs = _previous_entries(root)
     module = None
     entries = []
     for index, variant in enumerate(variants, 1):
@@ -226,11 +283,13 @@ def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force:
             say(f"building {model.name} ...")
             module = model.build()
         dump = dump_variant(module, model, variant, path)
+        shapes = dump.pop("outputs")
+        outputs = outputs or default_kinds(shapes)
         provenance = {
             "sha256": file_sha256(path),
             "cache_key": key,
             "megengine_version": megengine_version(),
-            "dump_options": variant.dump_options(),
+            "dump_options": {**variant.dump_options(), "output_names": list(shapes)},
             "op_histogram": op_histogram(path),
             **dump,
         }
@@ -252,7 +311,9 @@ def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force:
         )
     extra = {"builtin": model.builtin, "fingerprint": model.fingerprint}
     source = _write_source(model, module or model.build(), root) if model.factory else None
-    manifest = Manifest(root, model.name, model.preprocess, tuple(entries), extra, source)
+    manifest = Manifest(
+        root, model.name, model.preprocess, tuple(entries), extra, source, outputs=outputs
+    )
     write_manifest(manifest)
     return manifest
 

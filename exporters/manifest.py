@@ -15,6 +15,7 @@ from typing import Any
 
 from exporters.errors import HarnessError
 from exporters.files import atomic_write_bytes, check_regular, special_kind
+from exporters.outputs import OutputSpec, parse_outputs
 from exporters.preprocess import PreprocessSpec
 from exporters.variants import PREPROCESSINGS, RAW_INPUT_PREPROCESSINGS
 
@@ -114,6 +115,8 @@ class Manifest:
     variants: tuple[VariantEntry, ...]
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     source: ModelSource | None = None
+    #: The graph outputs by name and kind (``exporters.outputs``); None: as the graph has them.
+    outputs: tuple[OutputSpec, ...] | None = None
 
     def variant(self, variant_id: str) -> VariantEntry:
         for entry in self.variants:
@@ -138,6 +141,8 @@ class Manifest:
         data.update(self.extra)
         if self.source is not None:
             data["source"] = self.source.to_dict(self.root)
+        if self.outputs is not None:
+            data["outputs"] = [o.to_dict() for o in self.outputs]
         data["preprocess"] = self.preprocess.to_dict()
         data["variants"] = [e.to_dict() for e in self.variants]
         return data
@@ -238,10 +243,11 @@ def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
     extra = {
         k: v
         for k, v in data.items()
-        if k not in ("model", "preprocess", "variants", "format_version", "source")
+        if k not in ("model", "preprocess", "variants", "format_version", "source", "outputs")
     }
     model_source = _parse_source(data.get("source"), root, source)
-    return Manifest(root, data["model"], spec, entries, extra, model_source)
+    outputs = parse_outputs(data.get("outputs"), source)
+    return Manifest(root, data["model"], spec, entries, extra, model_source, outputs)
 
 
 def _parse_source(item: Any, root: Path, source: str) -> ModelSource | None:

@@ -298,9 +298,11 @@ class EagerRunner(Runner):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import megengine as mge
 
+        from exporters.outputs import flatten_outputs
         from exporters.preprocess import preprocessing_recipe
 
         x = mge.tensor(feed["data"])
         if self.fused is not None:
             x = preprocessing_recipe(self.recipe)(x, self.fused)
-        return {"logits": self.module(x).numpy()}
+        outputs = flatten_outputs(self.module(x), self.name)
+        return {name: tensor.numpy() for name, tensor in outputs.items()}

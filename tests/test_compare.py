@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from equivalence.compare import CompareResult, Tolerance, compare
+from equivalence.compare import (
+    CENTRED_COSINE_MIN,
+    SPREAD_RATIO,
+    CompareResult,
+    OutputScale,
+    Tolerance,
+    compare,
+    compare_outputs,
+)
 from equivalence.tolerances import (
     CHECKS,
     DEFAULT_TOLERANCES,
@@ -153,7 +161,11 @@ def test_to_dict_is_strict_json_and_str_is_readable():
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["status"] == "mismatch" and data["worst_index"] == [0, 4]
     assert data["max_abs"] == pytest.approx(0.5) and data["margin"] == pytest.approx(-4.0)
-    assert data["tolerance"] == {"atol": 0.1, "rtol": 0.0, "cosine_min": 0.99}
+    assert data["tolerance"] == {
+        "atol": 0.1, "rtol": 0.0, "cosine_min": 0.99,
+        "spread_ratio": SPREAD_RATIO, "centred_cosine_min": CENTRED_COSINE_MIN,
+    }  # fmt: skip
+    assert data["spread_ratio"] is None  # no scale given: the scale-free rule did not apply
     text = str(result)
     for fragment in ("MISMATCH", "[0, 4]", "max abs 0.5", "cosine", "16.67%", "atol >= 0.5"):
         assert fragment in text, text
@@ -256,3 +268,66 @@ def test_overrides_for_unknown_variants_are_rejected():
     table.check_variants({"typo.variant", "other"})
     with pytest.raises(HarnessError, match="t.json: no variant 'typo.variant'.*known variants"):
         table.check_variants({"m.fused.cbn-on"})
+
+
+# --- the scale-free rule ---------------------------------------------------------------------
+
+
+def _scale(outputs: np.ndarray) -> OutputScale:
+    centre = outputs.mean(axis=0, keepdims=True)
+    return OutputScale(centre, float(np.sqrt(np.mean((outputs - centre) ** 2))))
+
+
+def test_a_large_constant_offset_hides_a_wrong_answer_only_from_the_raw_metrics():
+    rng = np.random.default_rng(5)
+    responses = rng.normal(0, 0.4, (8, 100))  # what differs between images
+    ref = (30.0 + responses[:4]).astype(np.float32)  # logits near 30, as random weights give
+    out = (30.0 + responses[4:]).astype(np.float32)  # the answers of other images
+    loose = Tolerance(atol=2.0, rtol=0.01, cosine_min=0.995)
+    assert compare(ref, out, loose)  # elementwise and raw cosine see nothing wrong
+    result = compare(ref, out, loose, _scale(30.0 + responses))
+    assert not result and result.spread_ratio > 1 and result.centred_cosine < 0.5
+    assert result.margin < 0 and "between-image spread" in str(result)
+
+
+def test_the_scale_free_rule_does_not_depend_on_units():
+    rng = np.random.default_rng(6)
+    outputs = rng.normal(0, 1, (8, 50))
+    ref, out = outputs[:4], outputs[:4] + rng.normal(0, 1e-5, (4, 50))
+    tol = Tolerance(atol=1e9, rtol=0.0, cosine_min=-1.0)
+    ratios = [
+        compare(ref * unit, out * unit, tol, _scale(outputs * unit)).spread_ratio
+        for unit in (1e-6, 1.0, 1e6)
+    ]
+    assert ratios == pytest.approx([ratios[1]] * 3, rel=1e-9)
+    assert 1e-6 < ratios[1] < SPREAD_RATIO  # float-noise-sized errors pass
+    assert compare(ref * 1e6, out * 1e6, tol, _scale(outputs * 1e6))
+
+
+def test_the_spread_ratio_is_the_worst_row():
+    rng = np.random.default_rng(7)
+    outputs = rng.normal(0, 1, (8, 50))
+    ref = outputs[:4].copy()
+    out = ref.copy()
+    out[2] += 0.01  # one image off by 1% of the spread: diluted over a batch, not per row
+    result = compare(ref, out, Tolerance(1.0, 0.0, -1.0), _scale(outputs))
+    assert result.spread_ratio == pytest.approx(0.01 / _scale(outputs).spread)
+    assert not result
+
+
+def test_compare_outputs_judges_every_output_by_name():
+    rng = np.random.default_rng(8)
+    boxes = rng.uniform(0, 224, (4, 16, 6))
+    logits = rng.normal(0, 1, (4, 10))
+    ref = {"boxes": boxes, "logits": logits}
+    tol = Tolerance(atol=1e-3, rtol=1e-4, cosine_min=0.9)
+    assert compare_outputs(ref, {k: v.copy() for k, v in ref.items()}, tol)
+    wrong = {"boxes": boxes + 1.0, "logits": logits.copy()}
+    result = compare_outputs(ref, wrong, tol, logits={"logits"})
+    assert not result and "output 'boxes'" in result.detail
+    assert result.top1_agreement is None  # boxes are not class scores
+    renamed = compare_outputs(ref, {"out0": boxes, "logits": logits}, tol)
+    assert renamed.status == "shape" and "out0" in renamed.detail
+    # By default only a single rank-2 output counts as logits.
+    single = compare_outputs({"logits": logits}, {"logits": logits.copy()}, tol)
+    assert single.top1_agreement == 1.0

@@ -156,12 +156,19 @@ def test_planted_bug_keeps_top1_on_most_photos_yet_fails(planted_release, plante
     kept = sum(r.top1_agreement * len(g.names) for r, g in zip(results, photo_groups()))
     assert len(photo_set()) / 2 < kept < len(photo_set())
     assert all(correct) and not all(results)
-    # Both halves of the rule are needed: numbers fail where every class survives, and the
-    # class fails where the numbers are within tolerance.
+    # The numbers fail where every class survives. Where the class changed, the elementwise
+    # rule and the raw cosine can pass (the top-1 rule was what caught those batches); the
+    # scale-free rule now fails them on the numbers alone.
     tolerance = DEFAULT_TOLERANCES["photos"]
     numbers_pass = [r.margin > 0 and r.cosine >= tolerance.cosine_min for r in results]
     assert any(r.top1_agreement == 1 and not ok for r, ok in zip(results, numbers_pass))
-    assert any("top-1 class changed" in r.detail and ok for r, ok in zip(results, numbers_pass))
+    raw_pass = [r.error_ratio < 1 and r.cosine >= tolerance.cosine_min for r in results]
+    missed = [r for r, ok in zip(results, raw_pass) if ok and "top-1 class changed" in r.detail]
+    assert missed, [str(r) for r in results]
+    for result in missed:
+        assert result.spread_ratio > tolerance.spread_ratio or (
+            result.centred_cosine < tolerance.centred_cosine_min
+        ), str(result)
     (record,) = [v for v in planted_gate[1]["variants"] if v["id"] == f"{TINY}.{bug}"]
     (check,) = record["checks"]
     assert check["metrics"]["status"] == "mismatch" and "batches:" in check["message"]

@@ -192,21 +192,110 @@ def test_spread_is_relative_to_the_size_of_the_outputs():
 
 def test_sensitivity_refuses_only_when_no_reference_responds():
     rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (8, 16, 16, 3), np.uint8)
 
     def deaf(images):
-        return np.ones((len(images), 5), np.float32)
+        return {"logits": np.ones((len(images), 5), np.float32)}
 
     def hearing(images):
-        return images.reshape(len(images), -1)[:, :5].astype(np.float32)
+        return {"logits": images.reshape(len(images), -1)[:, :5].astype(np.float32)}
 
-    assert check_input_sensitivity((16, 16), hearing) == []
+    assert check_input_sensitivity(hearing(images), images) == []
     with pytest.raises(HarnessError, match="rel: the reference outputs do not depend"):
-        check_input_sensitivity((16, 16), deaf, release="rel")
+        check_input_sensitivity(deaf(images), images, release="rel")
     with pytest.raises(HarnessError, match="do not depend"):
-        check_input_sensitivity((16, 16), deaf, deaf)
-    [note] = check_input_sensitivity((16, 16), deaf, hearing)
+        check_input_sensitivity(deaf(images), images, deaf)
+    [note] = check_input_sensitivity(deaf(images), images, hearing)
     assert "the dump lost the input" in note
     # NaN outputs are left to the checks, which name them.
     nan = rng.normal(size=(8, 5))
     nan[0, 0] = np.nan
-    assert check_input_sensitivity((16, 16), lambda images: nan) == []
+    assert check_input_sensitivity({"logits": nan}, images) == []
+    # One output that responds is enough (a detector's anchors are constant).
+    both = {**deaf(images), "boxes": hearing(images)["logits"]}
+    assert check_input_sensitivity(both, images) == []
+
+
+# --- models that return a tuple, a dict, or detections -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "factory, outputs",
+    [
+        ("tuple_net", [("out0", "tensor"), ("out1", "tensor")]),
+        ("dict_net", [("scores", "tensor"), ("features", "tensor")]),
+        ("detect_net", [("boxes", "tensor"), ("anchors", "tensor")]),
+    ],
+)
+def test_multi_output_models_export_pass_and_catch_the_crop(tmp_path, factory, outputs):
+    release = tmp_path / "rel"
+    result = run(
+        "-m", "exporters", "--model", f"tests.userzoo:{factory}", "--out", release,
+        "--size", "32x32", "--variants", "external,fused,identity-warp", "--quiet",
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    manifest = load_manifest(release)
+    assert [(o.name, o.kind) for o in manifest.outputs] == outputs
+    assert manifest.variants[0].provenance["dump_options"]["output_names"] == [
+        n for n, _ in outputs
+    ]
+    proc, gate = run_gate(release, tmp_path)
+    assert proc.returncode == 0 and gate["passed"], proc.stdout + proc.stderr
+    crop = f"{factory}.identity-warp.cbn-on"
+    assert _verdicts(gate, "reference")[crop] == "xfail"  # caught: it must fail, and did
+    assert set(_verdicts(gate, "eager").values()) == {"pass"}
+
+
+def test_a_classifier_reads_the_output_marked_logits(tmp_path):
+    from exporters.classify import Classifier
+
+    release = _export(tmp_path / "rel", "dict_net")
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)
+    with pytest.raises(HarnessError, match="mark it with kind 'logits'"):
+        Classifier(release).classify(image)
+    path = release / "manifest.json"
+    data = json.loads(path.read_text())
+    data["outputs"][0]["kind"] = "logits"
+    path.write_text(json.dumps(data))
+    [result] = Classifier(release, top_k=3).classify(image)
+    assert len(result.predictions) == 3
+
+
+@pytest.mark.parametrize(
+    "factory, size, fragments",
+    [
+        (
+            "fixed_size_net", "16x16",
+            ["fixed_size_net variant fixed_size_net.external.cbn-off", "(1, 3, 16, 16)",
+             "model size 16x16", "--size", "RuntimeError"],
+        ),
+        ("bad_key_net", "32x32", ["forward returned a dict with key 3"]),
+        ("nested_net", "32x32", ["output 'out1' is list, not a tensor"]),
+    ],
+)  # fmt: skip
+def test_models_that_cannot_be_dumped_are_one_line_and_leave_no_folder(
+    tmp_path, factory, size, fragments
+):
+    out = tmp_path / "rel"
+    result = run(
+        "-m", "exporters", "--model", f"tests.userzoo:{factory}", "--out", out, "--size", size,
+        "--quiet",
+    )  # fmt: skip
+    assert_one_line(result, 2, "error: ", *fragments)
+    assert not out.exists()
+
+
+def test_outputs_key_is_validated(small_release, tmp_path):
+    release = tmp_path / "rel"
+    shutil.copytree(small_release, release)
+    path = release / "manifest.json"
+    data = json.loads(path.read_text())
+    for outputs, fragment in [
+        ([{"name": "logits", "kind": "boxes"}], "kind must be one of"),
+        ([{"name": "a"}, {"name": "a"}], "output 'a' appears twice"),
+        ([{"name": "logits", "knd": "tensor"}], "unknown key 'knd'"),
+        ([], "non-empty list"),
+    ]:
+        path.write_text(json.dumps({**data, "outputs": outputs}))
+        with pytest.raises(HarnessError, match=fragment):
+            load_manifest(release)
