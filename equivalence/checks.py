@@ -303,14 +303,20 @@ GATE_CHECKS: dict[str, Check] = {
         Check(
             "determinism",
             "the same input twice through one loaded network, another in between",
-            Tolerance(atol=0.0, rtol=0.0, cosine_min=1.0),
+            Tolerance(atol=0.0, rtol=0.0, cosine_min=1.0, spread_ratio=0.0, centred_cosine_min=1.0),
             _determinism,
             share=0.2,
         ),
         Check(
             "device",
             "CPU against CUDA",
-            Tolerance(atol=1e-2, rtol=1e-3, cosine_min=0.99999),
+            Tolerance(
+                atol=1e-2,
+                rtol=1e-3,
+                cosine_min=0.99999,
+                spread_ratio=1e-2,
+                centred_cosine_min=0.99999,
+            ),
             _device,
             runtime_skip=_cuda_skip,
             expected_failure="may",

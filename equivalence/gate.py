@@ -185,17 +185,25 @@ class Gate:
             def eager(images):
                 return infer(self.pool.eager("external"), reference_preprocess(images, spec))
 
-        images, outputs = self._distinct()
-        return check_input_sensitivity(outputs, images, eager, str(self.manifest.root))
+        images, outputs, alone = self._distinct()
+        return check_input_sensitivity(outputs, images, eager, str(self.manifest.root), alone)
 
     def _distinct(self):
-        """The distinct images (``equivalence.sensitivity``) and the reference's outputs on
-        them, computed once."""
+        """The distinct images (``equivalence.sensitivity``), the reference's outputs on them
+        as one batch and one image at a time, computed once."""
         if self._distinct_outputs is None:
             from equivalence.sensitivity import distinct_images
 
             images = distinct_images(self.manifest.preprocess.size)
-            self._distinct_outputs = images, infer(self.pool.reference(), images)
+            reference = self.pool.reference()
+            outputs = infer(reference, images)
+            singles = [infer(reference, images[i : i + 1]) for i in range(len(images))]
+            alone = {
+                name: np.concatenate([s[name] for s in singles])
+                for name in outputs
+                if all(len(s[name]) == 1 for s in singles)
+            }
+            self._distinct_outputs = images, outputs, alone
         return self._distinct_outputs
 
     @property
@@ -207,7 +215,8 @@ class Gate:
             if self.manifest.reference_variant().id in self.pool.blocked:
                 self._scales = {}  # the reference crashed in its probe: elementwise rule only
             else:
-                self._scales = output_scales(self._distinct()[1])
+                _, outputs, alone = self._distinct()
+                self._scales = output_scales(outputs, alone)
         return self._scales
 
     def close(self) -> None:

@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 
 from equivalence.checks import NO_EAGER_SOURCE
-from equivalence.sensitivity import MIN_RELATIVE_SPREAD, check_input_sensitivity, spread
+from equivalence.sensitivity import (
+    MIN_RELATIVE_SPREAD,
+    NOISE_FACTOR,
+    check_input_sensitivity,
+    spread,
+)
 from exporters.errors import HarnessError
 from exporters.manifest import load_manifest
 from tests.hardening_models import USAGE_ERROR, assert_one_line, run, run_gate
@@ -179,15 +184,21 @@ def test_bad_source_keys_are_one_line(small_release, tmp_path, source, fragment)
 # --- the spread itself, on arrays -----------------------------------------------------------
 
 
-def test_spread_is_relative_to_the_size_of_the_outputs():
+def test_spread_is_judged_against_float_noise():
     rng = np.random.default_rng(0)
     varied = rng.normal(0, 1, (8, 10))
-    assert spread(varied).relative > 0.9
-    assert spread(varied * 1e-6).relative == pytest.approx(spread(varied).relative)
-    # A constant offset hides a response: what counts is the part that varies.
-    offset = spread(1000.0 + varied * 1e-5)
-    assert offset.relative < MIN_RELATIVE_SPREAD and not offset.responds
-    assert spread(np.ones((8, 10))).relative == 0.0
+    assert spread(varied).responds and spread(varied * 1e-6).responds
+    # A constant offset is no reason to refuse: logits near 1000 varying by 0.3 respond.
+    assert spread(1000.0 + 0.3 * varied).responds
+    # Float noise decides: the spread must be NOISE_FACTOR times what one-by-one changes.
+    s = spread(varied).spread
+    assert spread(varied, alone=varied + s / NOISE_FACTOR / 2).responds
+    noisy = spread(varied, alone=varied + s / NOISE_FACTOR * 2)
+    assert not noisy.responds and "times its float noise" in noisy.describe()
+    # Without visible noise, a spread of a few float32 ulps of the outputs is no response.
+    assert not spread(1.0 + varied * 1e-8).responds
+    assert spread(np.ones((8, 10))).spread == 0.0 and not spread(np.ones((8, 10))).responds
+    assert MIN_RELATIVE_SPREAD < 1e-5
 
 
 def test_sensitivity_refuses_only_when_no_reference_responds():
@@ -299,3 +310,32 @@ def test_outputs_key_is_validated(small_release, tmp_path):
         path.write_text(json.dumps({**data, "outputs": outputs}))
         with pytest.raises(HarnessError, match=fragment):
             load_manifest(release)
+
+
+def test_a_channel_swap_under_a_large_constant_offset_fails(tmp_path):
+    """Logits near 1000 that vary by 0.3 between images: a swapped channel order stays within
+    the elementwise atol and a raw cosine near 1, and fails the scale-free rule."""
+    from exporters.manifest import load_manifest
+    from exporters.release import eager_module
+    from tests.test_gate import PLANTED, dump_planted
+
+    release = _export(tmp_path / "rel", "offset_net")
+    manifest = load_manifest(release)
+    dump_planted(eager_module(manifest), PLANTED["channel-swap"], manifest.preprocess,
+                 release / "swap.mge")  # fmt: skip
+    path = release / "manifest.json"
+    data = json.loads(path.read_text())
+    data["variants"].append({
+        "id": "offset_net.swap", "file": "swap.mge", "preprocessing": "fused",
+        "fuse_conv_bias_nonlinearity": True,
+    })  # fmt: skip
+    path.write_text(json.dumps(data))
+    result, gate = run_gate(release, tmp_path, "-k", "reference")
+    verdicts = _verdicts(gate, "reference")
+    assert verdicts.pop("offset_net.swap") == "fail", result.stdout
+    assert set(verdicts.values()) <= {"pass", "skipped"}, verdicts
+    [check] = [c for v in gate["variants"] if v["id"] == "offset_net.swap" for c in v["checks"]]
+    metrics, tolerance = check["metrics"], check["tolerance"]
+    assert metrics["cosine"] >= tolerance["cosine_min"]  # the raw cosine sees nothing
+    assert metrics["spread_ratio"] > 10 * tolerance["spread_ratio"]
+    assert "between-image spread" in check["message"]
