@@ -67,6 +67,29 @@ DEVICE_CONFIGS: dict[str, DeviceConfig] = {
             options=(("comp_node_seq_record_level", 1), ("var_sanity_check_first_run", 0)),
             description="record the kernel sequence on the first run and replay it",
         ),
+        DeviceConfig(
+            "cpu-nchw88",
+            options=(("enable_nchw88", 1),),
+            description="NCHW88 layout (x86 AVX2 kernels, channels in blocks of 8), set at load",
+        ),
+        DeviceConfig(
+            "cpu-nchw88-weightpre",
+            options=(("enable_nchw88", 1), ("weight_preprocess", 1)),
+            description="NCHW88 layout plus weight preprocessing at load",
+        ),
+        DeviceConfig(
+            "cpu-nchw88-2t",
+            threads=2,
+            options=(("enable_nchw88", 1),),
+            description="NCHW88 layout on 2 CPU threads",
+        ),
+        # On x86 (MegEngine 1.13) a float model loaded this way segfaults on its first
+        # forward: it stays a config so that sweeps show it as crashed, never recommended.
+        DeviceConfig(
+            "cpu-nchw44",
+            options=(("enable_nchw44", 1),),
+            description="NCHW44 layout (ARM kernels); crashes on x86 float models",
+        ),
         DeviceConfig("cuda", device="cuda", description="CUDA device 0, Lite defaults"),
     )
 }
