@@ -83,12 +83,13 @@ DEVICE_CONFIGS: dict[str, DeviceConfig] = {
             options=(("enable_nchw88", 1),),
             description="NCHW88 layout on 2 CPU threads",
         ),
-        # On x86 (MegEngine 1.13) a float model loaded this way segfaults on its first
-        # forward: it stays a config so that sweeps show it as crashed, never recommended.
+        # MEGENGINE_NOTES section 8: a float ResNet18 loaded this way segfaulted on its first
+        # forward on x86. Probes of this checkout's tiny and resnet18 dumps ran (2026-12), so
+        # it stays a candidate that every sweep probes in a child before loading it.
         DeviceConfig(
             "cpu-nchw44",
             options=(("enable_nchw44", 1),),
-            description="NCHW44 layout (ARM kernels); crashes on x86 float models",
+            description="NCHW44 layout (ARM kernels); reported to segfault on x86 float models",
         ),
         DeviceConfig("cuda", device="cuda", description="CUDA device 0, Lite defaults"),
     )
