@@ -23,9 +23,11 @@ The timed call is ``LiteRunner.run()`` (forward + wait) with the input already i
 tensor, as in the ``model`` benchmarks (480x640 camera frames; external variants get them
 preprocessed on the host first). Default variants: the ``external`` and ``fused`` ones, the
 two deployments a user picks between (``fused-fast`` trades accuracy for speed, and
-``identity-warp`` is a test construct). Default candidates: every CPU config except ``cpu``
-itself and fast-run ``profile`` policies (``LITE_ALGO_PROFILE`` alone never finished a
-ResNet18 forward, MEGENGINE_NOTES section 8).
+``identity-warp`` is a test construct). Candidates: the CPU configs whose settings a
+``LiteConfig`` plus a thread count express (what ``tuned.json`` and
+``exporters.tuned.lite_config`` carry), all of them but ``cpu`` by default. Fast-run policies are
+set on the network after loading, so they are not candidates (and ``LITE_ALGO_PROFILE`` alone
+never finished a ResNet18 forward, MEGENGINE_NOTES section 8).
 
 The recommendation per variant is the ``ok`` config (probed, equivalent and timed at every
 batch size) whose interval lies above 1 at every batch size, with the largest worst-batch
@@ -108,11 +110,11 @@ def tolerance(reference: np.ndarray):
 
 
 def default_candidates() -> tuple[str, ...]:
-    """Every CPU config but the baseline and the fast-run ``profile`` policies."""
+    """Every CPU config but the baseline that has no algorithm policy (see the docstring)."""
     return tuple(
         c.name
         for c in DEVICE_CONFIGS.values()
-        if c.device == "cpu" and c.name != BASELINE and c.algo_policy != "profile"
+        if c.device == "cpu" and c.name != BASELINE and c.algo_policy is None
     )
 
 
@@ -362,7 +364,6 @@ def document(manifest, rows: Sequence[Row], batches: Sequence[int], configs) -> 
                 "config": name,
                 "options": dict(config.options),
                 "threads": config.threads,
-                "algo_policy": config.algo_policy,
                 "per_batch": {
                     str(row.batch): {
                         "speedup": _finite(row.speedup),
@@ -428,9 +429,12 @@ def select_variants(manifest, text: str | None) -> list[str]:
 
 
 def select_configs(text: str | None) -> list[DeviceConfig]:
-    """``--configs`` checked against the CPU configs; defaults to ``default_candidates()``."""
-    cpu = [c.name for c in DEVICE_CONFIGS.values() if c.device == "cpu" and c.name != BASELINE]
-    names = list(default_candidates()) if text is None else _names(text, cpu, "--configs")
+    """``--configs`` checked against ``default_candidates()``, which it defaults to."""
+    names = (
+        list(default_candidates())
+        if text is None
+        else _names(text, default_candidates(), "--configs")
+    )
     return [get_device_config(name) for name in names]
 
 
