@@ -31,7 +31,8 @@ never finished a ResNet18 forward, MEGENGINE_NOTES section 8).
 
 The recommendation per variant is the ``ok`` config (probed, equivalent and timed at every
 batch size) whose interval lies above 1 at every batch size, with the largest worst-batch
-speedup; ``cpu`` when none is. The choice is by wall time: check cpu/wall before deploying a
+speedup; ``cpu`` when none is. The baseline is probed too: when it crashes, hangs or fails
+on a variant, that variant gets its rows and no recommendation (``null``). The choice is by wall time: check cpu/wall before deploying a
 multi-thread winner on a shared machine. ``DIR/tuned.json`` gets, per variant, the
 recommendation (config name, Lite options, threads, speedup and interval per batch, the
 equivalence figures) and every sweep row; ``exporters.tuned.lite_config`` reads it back.
@@ -281,11 +282,12 @@ class Sweep:
     log: Callable[[str], None] = lambda line: None
 
     def run(self) -> list[Row]:
+        baseline = get_device_config(BASELINE)
         probes = {
             config.name: self.probe(
                 self.manifest.root, list(self.variants), config, self.batches, self.probe_timeout
             )
-            for config in self.configs
+            for config in (baseline, *self.configs)
         }
         rows: list[Row] = []
         for variant_id in self.variants:
@@ -294,6 +296,10 @@ class Sweep:
 
     def sweep_variant(self, entry, probes: dict[str, dict[str, ProbeResult]]) -> list[Row]:
         images = equivalence_images(EQUIVALENCE_IMAGES, tuple(self.manifest.preprocess.size))
+        result = probes[BASELINE][entry.id]
+        if not result:  # nothing to compare with: one row per batch, and no recommendation
+            self.log(f"{entry.id} {BASELINE} (baseline): {result.status} ({result.reason})")
+            return [Row(entry.id, b, BASELINE, result.status, result.reason) for b in self.batches]
         rows = []
         with self.make_runner(entry, self.manifest, get_device_config(BASELINE)) as baseline:
             references = {b: outputs_on(baseline, images, b) for b in self.batches}
@@ -362,9 +368,12 @@ class Sweep:
 # --- recommendation, table, file ------------------------------------------------------------
 
 
-def recommend(rows: Sequence[Row], batches: Sequence[int]) -> str:
+def recommend(rows: Sequence[Row], batches: Sequence[int]) -> str | None:
     """The config with the largest worst-batch speedup among those significantly faster than
-    the baseline at every batch size; the baseline when none is."""
+    the baseline at every batch size; the baseline when none is, None when the baseline itself
+    failed its probe (its rows are the only ones with ``config == BASELINE``)."""
+    if any(row.config == BASELINE for row in rows):
+        return None
     best, best_score = BASELINE, 1.0
     for name in dict.fromkeys(row.config for row in rows):
         mine = {row.batch: row for row in rows if row.config == name}
@@ -376,6 +385,27 @@ def recommend(rows: Sequence[Row], batches: Sequence[int]) -> str:
     return best
 
 
+def _recommended(name: str | None, config: DeviceConfig | None, chosen: Sequence[Row]):
+    """The ``recommended`` record: None when the baseline failed; ``per_batch`` is empty for
+    the baseline itself (speedup 1 by definition)."""
+    if name is None:
+        return None
+    return {
+        "config": name,
+        "options": dict(config.options),
+        "threads": config.threads,
+        "per_batch": {
+            str(row.batch): {
+                "speedup": _finite(row.speedup),
+                "interval": [_finite(v) for v in row.interval],
+                "cpu_per_wall": _finite(row.cpu_per_wall),
+                "equivalence": row.equivalence,
+            }
+            for row in chosen
+        },
+    }
+
+
 def document(manifest, rows: Sequence[Row], batches: Sequence[int], configs) -> dict:
     """The ``tuned.json`` document: per variant the recommendation and every row."""
     from bench.machine import machine_info
@@ -385,23 +415,10 @@ def document(manifest, rows: Sequence[Row], batches: Sequence[int], configs) -> 
     for variant_id in dict.fromkeys(row.variant for row in rows):
         mine = [row for row in rows if row.variant == variant_id]
         name = recommend(mine, batches)
-        config = by_name.get(name) or get_device_config(name)
+        config = None if name is None else by_name.get(name) or get_device_config(name)
         chosen = [row for row in mine if row.config == name]
         variants[variant_id] = {
-            "recommended": {
-                "config": name,
-                "options": dict(config.options),
-                "threads": config.threads,
-                "per_batch": {
-                    str(row.batch): {
-                        "speedup": _finite(row.speedup),
-                        "interval": [_finite(v) for v in row.interval],
-                        "cpu_per_wall": _finite(row.cpu_per_wall),
-                        "equivalence": row.equivalence,
-                    }
-                    for row in chosen
-                },
-            },
+            "recommended": _recommended(name, config, chosen),
             "sweep": [row.to_dict() for row in mine],
         }
     return {

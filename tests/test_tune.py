@@ -131,6 +131,23 @@ def test_a_crashing_config_is_reported_and_the_sweep_goes_on(swept):
     assert rows[NOISY.name].verdict != "crashed"  # swept after it
 
 
+def test_a_baseline_that_crashes_leaves_the_variant_without_a_recommendation(release, tmp_path):
+    def baseline_aborts(release_dir, variant_ids, config, batches, timeout):
+        if config.name == tune.BASELINE:
+            return planted_probe(release_dir, variant_ids, ABORTS, batches, timeout)
+        return {vid: ProbeResult("ok") for vid in variant_ids}
+
+    copy = shutil.copytree(release, tmp_path / "tiny")  # the module's tuned.json stays
+    path, rows = tune.tune(
+        copy, [VARIANT], (1,), ["cpu-nchw88"], rounds=3, log=lambda line: None,
+        probe=baseline_aborts,
+    )  # fmt: skip
+    assert [(r.config, r.verdict) for r in rows] == [(tune.BASELINE, "crashed")]
+    assert load_tuned(path)["variants"][VARIANT]["recommended"] is None
+    with pytest.raises(HarnessError, match="no valid 'recommended' record"):
+        lite_config(path, VARIANT)
+
+
 def _row(config, batch, speedup, low, verdict="ok"):
     return tune.Row(VARIANT, batch, config, verdict, speedup=speedup, interval=(low, speedup))
 
