@@ -32,8 +32,8 @@ never finished a ResNet18 forward, MEGENGINE_NOTES section 8).
 The recommendation per variant is the ``ok`` config (probed, equivalent and timed at every
 batch size) whose interval lies above 1 at every batch size, with the largest worst-batch
 speedup; ``cpu`` when none is. The baseline is probed too: when it crashes, hangs or fails
-on a variant, that variant gets its rows and no recommendation (``null``). The choice is by wall time: check cpu/wall before deploying a
-multi-thread winner on a shared machine. ``DIR/tuned.json`` gets, per variant, the
+on a variant, that variant gets its rows and no recommendation (``null``). The choice is by
+wall time: check cpu/wall before deploying a multi-thread winner on a shared machine. ``DIR/tuned.json`` gets, per variant, the
 recommendation (config name, Lite options, threads, speedup and interval per batch, the
 equivalence figures) and every sweep row; ``exporters.tuned.lite_config`` reads it back.
 
