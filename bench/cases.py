@@ -10,6 +10,12 @@ Timing modes:
 
 Cases are ordered device config -> variant -> batch -> mode, so consecutive tests share one loaded
 network and ``raw`` runs right after the ``model`` case it is the baseline of.
+
+With ``--tuned FILE`` (a ``tuned.json`` from ``python -m bench.tune``) every variant the file
+names also gets ``model`` and ``e2e`` cases on its recommended config, after the grid's cases.
+Their ``device`` is that config's name (what is probed and loaded) and their ``label`` is
+``tuned``, which the id, the group and ``extra_info["device"]`` show, so ``b1/tuned/model``
+lines every variant up at its own fastest equivalent config.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from dataclasses import dataclass
 
 #: Modes every (variant, batch, device) gets.
 MODES = ("model", "e2e")
+
+#: The device label of the ``--tuned`` cases.
+TUNED_LABEL = "tuned"
 
 #: Where the raw-Lite overhead baseline runs: batch 1 on the plain ``cpu`` config.
 RAW_BATCH, RAW_DEVICE = 1, "cpu"
@@ -31,16 +40,22 @@ class BenchCase:
     batch: int
     device: str
     mode: str
+    label: str = ""  # "tuned" for --tuned cases; defaults to the device config's name
+
+    @property
+    def device_label(self) -> str:
+        """What ids, groups and saved rows call the device: ``label`` or the config name."""
+        return self.label or self.device
 
     @property
     def id(self) -> str:
-        return f"{self.variant.id}-b{self.batch}-{self.device}-{self.mode}"
+        return f"{self.variant.id}-b{self.batch}-{self.device_label}-{self.mode}"
 
     @property
     def group(self) -> str:
         """``b{batch}/{device}/{mode}``; raw rows join the ``model`` group they are the baseline of."""
         mode = "model" if self.mode == "raw" else self.mode
-        return f"b{self.batch}/{self.device}/{mode}"
+        return f"b{self.batch}/{self.device_label}/{mode}"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -54,12 +69,20 @@ def _modes(batch: int, device: str) -> tuple[str, ...]:
     return MODES
 
 
-def build_cases(variants, grid) -> list[BenchCase]:
-    """Every case of ``grid`` for ``variants`` (manifest order), in execution order."""
-    return [
+def build_cases(variants, grid, tuned: dict[str, str] | None = None) -> list[BenchCase]:
+    """Every case of ``grid`` for ``variants`` (manifest order), in execution order, then the
+    ``tuned`` cases: ``tuned`` maps variant ids to their recommended config names."""
+    cases = [
         BenchCase(entry, batch, device, mode)
         for device in grid.devices
         for entry in variants
         for batch in grid.batch_sizes
         for mode in _modes(batch, device)
+    ]
+    return cases + [
+        BenchCase(entry, batch, tuned[entry.id], mode, label=TUNED_LABEL)
+        for entry in variants
+        if entry.id in (tuned or {})
+        for batch in grid.batch_sizes
+        for mode in MODES
     ]

@@ -4,6 +4,9 @@ Options (``pytest bench/ --benchmark-autosave ...``):
 
 * ``--full-grid`` (or ``MGE_BENCH_GRID=full``): the release grid instead of the quick CI grid.
 * ``--batch-sizes 1,2,4,8`` and ``--devices cpu,cpu-2t``: override the grid's axes.
+* ``--tuned FILE``: also benchmark every variant ``FILE`` (a ``tuned.json`` from
+  ``python -m bench.tune``) names on its recommended config, as device ``tuned``
+  (see ``bench.cases``).
 * ``--probe-timeout SECONDS`` (root conftest, shared with the gate): how long a variant's
   crash-isolation probe may take. Defaults to 120.
 
@@ -46,6 +49,12 @@ def pytest_addoption(parser):
         help="comma-separated device config names from exporters/devices.py, e.g. cpu,cpu-2t "
         "(default: the grid's)",
     )
+    group.addoption(
+        "--tuned",
+        metavar="FILE",
+        help="tuned.json from python -m bench.tune: also benchmark each variant it names on its "
+        "recommended config, as device 'tuned'",
+    )
 
 
 def pytest_configure(config):
@@ -78,8 +87,32 @@ def _collection_cases(config) -> list:
             config.stash[COLLECTION_ERROR] = release.error
             config.stash[CASES] = []
         else:
-            config.stash[CASES] = build_cases(release.manifest.variants, config.stash[STATE].grid)
+            variants = release.manifest.variants
+            try:
+                tuned = _tuned_configs(config.getoption("tuned"), variants)
+            except HarnessError as err:
+                config.stash[COLLECTION_ERROR] = f"--tuned: {err}"
+                tuned = {}
+            config.stash[CASES] = build_cases(variants, config.stash[STATE].grid, tuned)
     return config.stash[CASES]
+
+
+def _tuned_configs(path, variants) -> dict[str, str]:
+    """Variant id -> recommended config name for the variants ``path`` names (none without it).
+
+    A recommended config this checkout does not know is a one-line error."""
+    if not path:
+        return {}
+    from exporters.devices import get_device_config
+    from exporters.tuned import load_tuned, recommended_config
+
+    named = load_tuned(path)["variants"]
+    tuned = {v.id: recommended_config(path, v.id) for v in variants if v.id in named}
+    if not tuned:
+        raise HarnessError(f"{path}: names none of this release's variants")
+    for name in tuned.values():
+        get_device_config(name)
+    return tuned
 
 
 def pytest_generate_tests(metafunc):

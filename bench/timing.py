@@ -62,7 +62,8 @@ TIMERS = {"model": time_model, "e2e": time_e2e, "raw": time_raw}
 def case_info(case, manifest) -> dict:
     """The ``extra_info`` of a case: what ran, where, how; ``status`` "ok" until told otherwise.
 
-    ``image_size`` ([height, width]) is set whenever the fed input is raw frames: e2e always,
+    ``device`` is the case's label (``tuned``) when it has one, with the config it resolved
+    to in ``device_config``. ``image_size`` ([height, width]) is set whenever the fed input is raw frames: e2e always,
     model/raw for raw-input (fused) variants.
     """
     entry = case.variant
@@ -72,10 +73,12 @@ def case_info(case, manifest) -> dict:
         "preprocessing": entry.preprocessing,
         "fuse_conv_bias_nonlinearity": entry.fuse_conv_bias_nonlinearity,
         "batch": case.batch,
-        "device": case.device,
+        "device": case.device_label,
         "mode": case.mode,
         "status": "ok",
     }
+    if case.label:
+        info["device_config"] = case.device
     if case.mode == "e2e" or entry.is_raw_input:
         info["image_size"] = list(IMAGE_SIZE)
     return info

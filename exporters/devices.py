@@ -67,6 +67,30 @@ DEVICE_CONFIGS: dict[str, DeviceConfig] = {
             options=(("comp_node_seq_record_level", 1), ("var_sanity_check_first_run", 0)),
             description="record the kernel sequence on the first run and replay it",
         ),
+        DeviceConfig(
+            "cpu-nchw88",
+            options=(("enable_nchw88", 1),),
+            description="NCHW88 layout (x86 AVX2 kernels, channels in blocks of 8), set at load",
+        ),
+        DeviceConfig(
+            "cpu-nchw88-weightpre",
+            options=(("enable_nchw88", 1), ("weight_preprocess", 1)),
+            description="NCHW88 layout plus weight preprocessing at load",
+        ),
+        DeviceConfig(
+            "cpu-nchw88-2t",
+            threads=2,
+            options=(("enable_nchw88", 1),),
+            description="NCHW88 layout on 2 CPU threads",
+        ),
+        # MEGENGINE_NOTES section 8: a float ResNet18 loaded this way segfaulted on its first
+        # forward on x86. Probes of this checkout's tiny and resnet18 dumps ran (2026-12), so
+        # it stays a candidate that every sweep probes in a child before loading it.
+        DeviceConfig(
+            "cpu-nchw44",
+            options=(("enable_nchw44", 1),),
+            description="NCHW44 layout (ARM kernels); reported to segfault on x86 float models",
+        ),
         DeviceConfig("cuda", device="cuda", description="CUDA device 0, Lite defaults"),
     )
 }
