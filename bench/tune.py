@@ -200,13 +200,26 @@ def equivalence_images(count: int, size: tuple[int, int], seed: int = 0) -> np.n
     return np.random.default_rng(seed).integers(0, 256, (count, *size, 3), np.uint8)
 
 
-def outputs_on(runner, images: np.ndarray, batch: int) -> np.ndarray:
-    """The first output of ``runner`` on ``images``, fed in batches of ``batch``, stacked."""
-    chunks = []
+def outputs_on(runner, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+    """Every output of ``runner`` on ``images``, fed in batches of ``batch``, stacked by name."""
+    chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch):
-        outputs = runner.infer({"data": images[start : start + batch]})
-        chunks.append(next(iter(outputs.values())))
-    return np.concatenate(chunks)
+        for name, value in runner.infer({"data": images[start : start + batch]}).items():
+            chunks.setdefault(name, []).append(value)
+    return {name: np.concatenate(values) for name, values in chunks.items()}
+
+
+def compare_all(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]):
+    """The worst comparison over every output, each under its own scale's tolerance."""
+    from equivalence.compare import compare_outputs
+
+    results = [
+        compare_outputs({n: reference[n]}, {n: outputs.get(n, reference[n][:0])}, tolerance(v))
+        for n, v in reference.items()
+    ]
+    if set(outputs) != set(reference):
+        return compare_outputs(reference, outputs, tolerance(next(iter(reference.values()))))
+    return min(results, key=lambda r: (bool(r), r.margin))
 
 
 def bootstrap_median(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
@@ -335,9 +348,7 @@ class Sweep:
         return rows
 
     def measure_batch(self, entry, config, batch, baseline, candidate, images, reference) -> Row:
-        from equivalence.compare import compare
-
-        result = compare(reference, outputs_on(candidate, images, batch), tolerance(reference))
+        result = compare_all(reference, outputs_on(candidate, images, batch))
         row = Row(entry.id, batch, config.name, "ok", equivalence=result.to_dict())
         if not result:
             row.verdict, row.reason = "not equivalent", str(result).splitlines()[0]
