@@ -85,6 +85,26 @@ class RunnerPool:
         self._runners.clear()
 
 
+def fixed_size_notes(manifest: Manifest) -> list[str]:
+    """Headline notes for raw-input variants whose ``input.shape`` fixes the image size: the
+    gate feeds them only that size, so their resize never runs at any other."""
+    notes = []
+    for entry in manifest.variants:
+        if entry.fixed_size is None:
+            continue
+        height, width = entry.fixed_size
+        resize = (
+            "its in-graph resize is the identity there and was never checked"
+            if entry.fixed_size == tuple(manifest.preprocess.size)
+            else "its in-graph resize was checked at that size only"
+        )
+        notes.append(
+            f"{entry.id} takes only {height}x{width} images (input.shape): it was fed only "
+            f"those (photos scaled to it first); {resize}"
+        )
+    return notes
+
+
 def _exact_reference(pool: RunnerPool, images: np.ndarray) -> np.ndarray:
     """The reference pipeline with an exact (float) resize instead of OpenCV's uint8 one."""
     from exporters.preprocess import reference_preprocess
@@ -155,21 +175,21 @@ class Gate:
         self.pool.blocked = frozenset(skip)
         if self.manifest.source is not None:  # a user's factory: one line if it cannot build
             self.pool.eager_module()
-        height, width = self.manifest.preprocess.size
-        probe = np.full((1, height, width, 3), 128, np.uint8)
         for entry in self.manifest.variants:
             if entry.id in skip:
                 continue
             runner = self.pool.image(entry)
+            height, width = entry.fixed_size or self.manifest.preprocess.size
             try:
-                infer(runner, probe)
+                infer(runner, np.full((1, height, width, 3), 128, np.uint8))
             except RuntimeError as err:
                 raise HarnessError(
                     f"{entry.path}: fails on a {entry.input.dtype} {entry.input.layout} input "
                     f"named {entry.input.name!r}, as manifest.json declares ({first_line(err)})"
                 ) from None
+        self.notes = fixed_size_notes(self.manifest)
         if self.manifest.reference_variant().id not in skip:
-            self.notes = self.input_sensitivity()
+            self.notes += self.input_sensitivity()
 
     def input_sensitivity(self) -> list[str]:
         """Refuses a release whose reference outputs do not depend on the input

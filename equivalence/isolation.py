@@ -30,14 +30,24 @@ WORKERINPUT_KEY = "gate_probes"
 
 
 def probe_release(manifest: Manifest, timeout: float) -> dict[str, ProbeResult]:
-    """The variants of ``manifest`` that crashed or hung in a child process, with the reason."""
+    """The variants of ``manifest`` that failed, crashed or hung in a child process, with the
+    reason (those in ``BLOCKING`` are never loaded in-process)."""
     results = probe_variants(
         manifest.root,
         [entry.id for entry in manifest.variants],
         batch_sizes=PROBE_BATCH_SIZES,
         timeout=timeout,
     )
-    return {vid: result for vid, result in results.items() if result.status in BLOCKING}
+    return {vid: result for vid, result in results.items() if not result}
+
+
+def probe_frames(entry: VariantEntry) -> str:
+    """What a gate probe feeds ``entry``, in words."""
+    from exporters.probe import DEFAULT_IMAGE_SIZE
+
+    height, width = entry.fixed_size or DEFAULT_IMAGE_SIZE
+    sizes = " and ".join(map(str, PROBE_BATCH_SIZES))
+    return f"batches of {sizes} uint8 images of {height}x{width}"
 
 
 def to_workerinput(blocked: dict[str, ProbeResult]) -> dict[str, list]:

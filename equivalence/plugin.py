@@ -102,6 +102,7 @@ class GateState:
         self.config = config
         self.tolerances = tolerances
         self.blocked = None  # {variant id: ProbeResult} of variants that crashed or hung
+        self.probe_errors = None  # {variant id: ProbeResult} of variants that failed in probes
         self._gate = None
         self._strategies: dict[str, object] = {}
         self.recorders: dict[tuple[str, str], CheckRecorder] = {}
@@ -130,16 +131,21 @@ class GateState:
             self._gate = Gate(self.manifest, self.tolerances)
         return self._gate
 
-    def images(self, check: str):
-        """The image-batch strategy of ``check``, at this release's input size."""
-        if check not in self._strategies:
+    def images(self, check: str, variant_id: str):
+        """The image-batch strategy of ``check`` for a variant: any size, with this release's
+        input size among them, or only the size the variant's ``input.shape`` fixes."""
+        fixed = self.manifest.variant(variant_id).fixed_size
+        key = (check, fixed)
+        if key not in self._strategies:
             from equivalence.checks import GATE_CHECKS
             from equivalence.strategies import image_batches
 
-            self._strategies[check] = image_batches(
-                min_batch=GATE_CHECKS[check].min_batch, target=self.manifest.preprocess.size
+            self._strategies[key] = image_batches(
+                min_batch=GATE_CHECKS[check].min_batch,
+                target=self.manifest.preprocess.size,
+                fixed=fixed,
             )
-        return self._strategies[check]
+        return self._strategies[key]
 
     def counterexample_path(self, check: str, variant: str) -> Path:
         folder = self.config.invocation_params.dir / self.config.getoption("counterexamples")
@@ -147,7 +153,7 @@ class GateState:
 
     def check(self, check: str, variant_id: str, data) -> None:
         """Draws one batch of images, runs ``check`` on it and asserts that it passes."""
-        images = data.draw(self.images(check), label="images")
+        images = data.draw(self.images(check, variant_id), label="images")
         recorder = self.recorders.setdefault((check, variant_id), CheckRecorder())
         recorder.start(images)
         result = self.gate.run(check, variant_id, images)
@@ -161,10 +167,9 @@ class GateState:
         pass. Failing batches are recorded last, so the counterexample is a failing batch."""
         from equivalence.checks import GATE_CHECKS
 
-        runs = [
-            (batch, self.gate.run(check, variant_id, batch.images))
-            for batch in GATE_CHECKS[check].fixed()
-        ]
+        fixed = self.manifest.variant(variant_id).fixed_size
+        batches = [at_size(batch, fixed) for batch in GATE_CHECKS[check].fixed()]
+        runs = [(batch, self.gate.run(check, variant_id, batch.images)) for batch in batches]
         recorder = self.recorders.setdefault((check, variant_id), CheckRecorder())
         for batch, result in sorted(runs, key=lambda run: not run[1]):
             recorder.start(batch.images)
@@ -235,17 +240,35 @@ class GateState:
         session_release(self.config).require()
         try:
             self.gate.validate(skip=self.probe())
+            self.refuse_probe_errors()
         except HarnessError as err:
             raise pytest.UsageError(str(err)) from None
 
     def probe(self) -> dict:
         """The variants that crashed or hung in a child process, probed once per session."""
         if self.blocked is None:
-            from equivalence.isolation import session_probes
+            from equivalence.isolation import BLOCKING, session_probes
 
             timeout = self.config.getoption("probe_timeout")
-            self.blocked = session_probes(self.config, self.manifest, timeout)
+            results = session_probes(self.config, self.manifest, timeout)
+            self.blocked = {v: r for v, r in results.items() if r.status in BLOCKING}
+            self.probe_errors = {v: r for v, r in results.items() if r.status not in BLOCKING}
         return self.blocked
+
+    def refuse_probe_errors(self) -> None:
+        """A variant that failed in its probe (a batch of 1 and 4 frames at the size its input
+        takes) but passed the in-process validation (one image at the model's size): it fails at
+        a size its manifest says it takes. One line, before any check."""
+        from equivalence.isolation import probe_frames
+
+        for variant_id, result in (self.probe_errors or {}).items():
+            entry = self.manifest.variant(variant_id)
+            shape = list(entry.input.shape)
+            raise HarnessError(
+                f"{entry.path} (variant {variant_id}): fails on {probe_frames(entry)}, which "
+                f"manifest.json's input.shape {shape} says it takes ({result.reason}); declare "
+                "the size it takes in input.shape, e.g. [null, 224, 224, 3]"
+            )
 
     def blocked_check(self, check: str, variant_id: str) -> tuple[str, str] | None:
         """(verdict, reason) when a variant the check needs crashed or hung in its probe."""
@@ -259,6 +282,22 @@ class GateState:
     def close(self) -> None:
         if self._gate is not None:
             self._gate.close()
+
+
+def at_size(batch, fixed: tuple[int, int] | None):
+    """A photo batch scaled (area averaging) to the only size a fixed-size variant takes."""
+    if fixed is None or batch.images.shape[1:3] == tuple(fixed):
+        return batch
+    from dataclasses import replace
+
+    import cv2
+    import numpy as np
+
+    height, width = fixed
+    images = np.stack(
+        [cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in batch.images]
+    )
+    return replace(batch, images=images)
 
 
 def _profile_name() -> str:
@@ -357,9 +396,9 @@ def pytest_configure_node(node):
     """xdist controller: ship the probe results of a release it validated to the workers."""
     from equivalence.isolation import WORKERINPUT_KEY, to_workerinput
 
-    blocked = node.config.stash[STATE].blocked
-    if blocked is not None:
-        node.workerinput[WORKERINPUT_KEY] = to_workerinput(blocked)
+    state = node.config.stash[STATE]
+    if state.blocked is not None:
+        node.workerinput[WORKERINPUT_KEY] = to_workerinput({**state.blocked, **state.probe_errors})
 
 
 def _prepare_items(config, state, gate_items) -> None:

@@ -142,15 +142,20 @@ def image_batches(
     max_side: int = MAX_SIDE,
     target: tuple[int, int] | None = None,
     families: Sequence[str] = FAMILIES,
+    fixed: tuple[int, int] | None = None,
 ) -> st.SearchStrategy[np.ndarray]:
     """Batches (N, H, W, 3) of same-sized uint8 BGR images, N in ``[min_batch, max_batch]``
-    (defaults to 1 to 4); each image draws its own content family."""
+    (defaults to 1 to 4); each image draws its own content family. ``fixed`` (height, width)
+    gives every batch that size (a graph that takes no other)."""
     _check(_is_int(min_batch) and min_batch >= 1, f"min_batch={min_batch!r} must be an int >= 1")
     _check(
         _is_int(max_batch) and max_batch >= min_batch,
         f"max_batch={max_batch!r} must be an int >= min_batch={min_batch!r}",
     )
-    shapes = image_shapes(min_side=min_side, max_side=max_side, target=target)
+    if fixed is not None:
+        shapes = st.just((int(fixed[0]), int(fixed[1])))
+    else:
+        shapes = image_shapes(min_side=min_side, max_side=max_side, target=target)
     families = _check_families(families)
     return _batches(st.integers(min_batch, max_batch), shapes, families)
 

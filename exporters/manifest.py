@@ -66,6 +66,15 @@ class VariantEntry:
         """True when the graph takes raw uint8 BGR NHWC images (preprocessing inside)."""
         return self.preprocessing in RAW_INPUT_PREPROCESSINGS
 
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(height, width) of the only raw images a raw-input graph takes, as its
+        ``input.shape`` declares; None when it takes any size (or is not raw-input)."""
+        if not self.is_raw_input:
+            return None
+        height, width = self.input.shape[1:3]
+        return (height, width) if height is not None and width is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         data = {
             "id": self.id,
@@ -343,7 +352,47 @@ def _parse_input(item: Any, pre: str, spec: PreprocessSpec, where: str) -> Input
         raise HarnessError(
             f"{where}.input.dtype is {dtype!r}; preprocessing {pre!r} takes {default.dtype}"
         )
-    return default
+    layout = item.get("layout", default.layout)
+    if layout != default.layout:
+        raise HarnessError(
+            f"{where}.input.layout is {layout!r}; preprocessing {pre!r} takes {default.layout}"
+        )
+    shape = _parse_shape(item.get("shape"), default, pre, where)
+    return InputSpec(default.name, default.dtype, default.layout, shape)
+
+
+def _parse_shape(shape: Any, default: InputSpec, pre: str, where: str) -> tuple:
+    """``input.shape``: 4 entries, each a positive int or null (any size). Raw-input graphs
+    take (N, H, W, 3) and may fix H and W (then only such images are fed to them); external
+    graphs take (N, 3, H, W) at the model's size."""
+    if shape is None:
+        return default.shape
+    ok = isinstance(shape, list) and len(shape) == 4
+    ok = ok and all(v is None or (type(v) is int and v > 0) for v in shape)
+    if not ok:
+        raise HarnessError(
+            f"{where}.input.shape must be 4 positive integers or nulls, got {shape!r}"
+        )
+    expected = list(default.shape)
+    if shape[0] is not None:
+        raise HarnessError(
+            f"{where}.input.shape[0] is {shape[0]}; the batch must be null (any): the gate "
+            "feeds batches of 1 to 4 images"
+        )
+    if pre in RAW_INPUT_PREPROCESSINGS:
+        height, width = shape[1:3]
+        if shape[3] != 3 or (height is None) != (width is None):
+            raise HarnessError(
+                f"{where}.input.shape is {shape}; a raw-input graph takes [N, H, W, 3], with H "
+                "and W both null (any size) or both fixed"
+            )
+        return (shape[0], height, width, 3)
+    if shape[1:] != expected[1:]:
+        raise HarnessError(
+            f"{where}.input.shape is {shape}; preprocessing {pre!r} takes {expected} (float "
+            "NCHW at the model's preprocess size)"
+        )
+    return tuple(shape)
 
 
 # --- writing -------------------------------------------------------------------------------

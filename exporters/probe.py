@@ -8,7 +8,7 @@ of the gate or the benchmarks. So both first probe variants in a child::
                               [--batch-sizes 1,4] [--image-size 480x640]
 
 which loads each variant on the device config and runs one forward per batch size on random
-uint8 BGR frames (through ``exporters.runners.image_runner``, so external variants get the host
+uint8 BGR frames (at the variant's own size when its ``input.shape`` fixes one; through ``exporters.runners.image_runner``, so external variants get the host
 OpenCV preprocessing). It prints ``ready`` once MegEngine is imported and the release read, then
 per variant ``ok<TAB>id`` or ``error<TAB>id<TAB>message`` (a one-line error: the file does not
 load, the input is not as declared ...). The parent reads those lines as they come: a signal
@@ -235,9 +235,12 @@ def _probe(release: str, variant_ids: list[str], device: str, batch_sizes, image
     for variant_id in variant_ids:
         try:
             entry = manifest.variant(variant_id)
+            feed = frames
+            if entry.fixed_size:  # a graph that takes only one size is probed at that size
+                feed = rng.integers(0, 256, (len(frames), *entry.fixed_size, 3), np.uint8)
             with image_runner(entry, manifest, device) as runner:
                 for batch in batch_sizes:
-                    runner.infer({"data": frames[:batch]})
+                    runner.infer({"data": feed[:batch]})
         except Exception as err:  # reported, and the next variant is probed
             kind = "" if isinstance(err, HarnessError) else f"{type(err).__name__}: "
             message = (str(err).strip().splitlines() or ["no message"])[0]

@@ -9,6 +9,7 @@ A model whose outputs do not depend on the image passes every check vacuously: r
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -339,3 +340,101 @@ def test_a_channel_swap_under_a_large_constant_offset_fails(tmp_path):
     assert metrics["cosine"] >= tolerance["cosine_min"]  # the raw cosine sees nothing
     assert metrics["spread_ratio"] > 10 * tolerance["spread_ratio"]
     assert "between-image spread" in check["message"]
+
+
+# --- declared input shapes -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fixed_size_release(small_release, tmp_path_factory) -> Path:
+    """small_net's release plus a fused graph that takes only 32x32 images (a reshape to
+    (N, 32, 32, 3) inside), listed without an input.shape."""
+    import megengine.functional as F
+
+    from exporters.export import dump_graph
+    from exporters.preprocess import preprocessing_recipe
+    from exporters.release import eager_module
+    from exporters.variants import Variant
+
+    release = tmp_path_factory.mktemp("fixed") / "rel"
+    shutil.copytree(small_release, release)
+    manifest = load_manifest(release)
+    module, spec = eager_module(manifest), manifest.preprocess
+    recipe = preprocessing_recipe("fused")
+
+    def graph(data):
+        return module(recipe(F.reshape(data, (data.shape[0], 32, 32, 3)), spec))
+
+    example = np.zeros((1, 32, 32, 3), np.uint8)
+    dump_graph(graph, example, release / "fixed.mge", Variant("s", "fused", True).dump_options())
+    data = json.loads((release / "manifest.json").read_text())
+    data["variants"].append({
+        "id": "small_net.fixed", "file": "fixed.mge", "preprocessing": "fused",
+        "fuse_conv_bias_nonlinearity": True,
+    })  # fmt: skip
+    (release / "manifest.json").write_text(json.dumps(data))
+    return release
+
+
+def _declare(release: Path, variant: str, shape) -> None:
+    path = release / "manifest.json"
+    data = json.loads(path.read_text())
+    for entry in data["variants"]:
+        if entry["id"] == variant:
+            entry["input"] = {"shape": shape}
+    path.write_text(json.dumps(data))
+
+
+def test_a_graph_failing_at_a_size_it_claims_to_take_is_refused_at_once(
+    fixed_size_release, tmp_path
+):
+    result, gate = run_gate(fixed_size_release, tmp_path)
+    assert_one_line(
+        result, USAGE_ERROR, "ERROR: ", "fixed.mge (variant small_net.fixed)",
+        "fails on batches of 1 and 4 uint8 images of 480x640", "input.shape [None, None, None, 3]",
+        "probe failed", "declare the size it takes in input.shape",
+    )  # fmt: skip
+    assert gate["status"] == "error"
+
+
+def test_a_declared_fixed_size_is_honoured_and_named_in_the_verdict(fixed_size_release, tmp_path):
+    release = tmp_path / "rel"
+    shutil.copytree(fixed_size_release, release)
+    _declare(release, "small_net.fixed", [None, 32, 32, 3])
+    assert load_manifest(release).variant("small_net.fixed").fixed_size == (32, 32)
+    result, gate = run_gate(release, tmp_path)
+    assert result.returncode == 0 and gate["passed"], result.stdout + result.stderr
+    [note] = [n for n in gate["notes"] if n.startswith("small_net.fixed")]
+    assert "takes only 32x32 images" in note and "never checked" in note
+    assert note in result.stdout
+    fixed = {c["check"]: c for v in gate["variants"] if v["id"] == "small_net.fixed"
+             for c in v["checks"]}  # fmt: skip
+    assert fixed["reference"]["verdict"] == fixed["photos"]["verdict"] == "pass"
+
+
+@pytest.mark.parametrize(
+    "shape, fragment",
+    [
+        ([1, 32, 32, 3], "the batch must be null"),
+        ([None, 32, None, 3], "both null (any size) or both fixed"),
+        ([None, 32, 32, 4], "takes [N, H, W, 3]"),
+        ([None, 32, 32], "4 positive integers or nulls"),
+        ([None, 0, 32, 3], "4 positive integers or nulls"),
+    ],
+)
+def test_bad_input_shapes_are_one_line(small_release, tmp_path, shape, fragment):
+    release = tmp_path / "rel"
+    shutil.copytree(small_release, release)
+    _declare(release, "small_net.fused.cbn-on", shape)
+    with pytest.raises(HarnessError, match=re.escape(fragment)):
+        load_manifest(release)
+
+
+def test_an_external_graph_declares_the_model_size(small_release, tmp_path):
+    release = tmp_path / "rel"
+    shutil.copytree(small_release, release)
+    _declare(release, "small_net.external.cbn-on", [None, 3, 32, 32])
+    assert load_manifest(release).variant("small_net.external.cbn-on").input.shape[2:] == (32, 32)
+    _declare(release, "small_net.external.cbn-on", [None, 3, 64, 64])
+    with pytest.raises(HarnessError, match=r"takes \[None, 3, 32, 32\]"):
+        load_manifest(release)
