@@ -467,9 +467,16 @@ def gate(pytestconfig):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     marker = item.get_closest_marker("gate_check")
+    record = None
     if marker is not None and call.when == "call":
         state = item.config.stash[STATE]
         record = state.finish(marker.args[0], item.callspec.params["variant_id"], call.excinfo)
         # Before the report is made: reports copy the item's user_properties.
         item.user_properties.append(("gate_record", json.dumps(record, allow_nan=False)))
-    return (yield)
+    report = yield
+    quiet = item.config.option.verbose <= 0
+    if record is not None and report.failed and call.excinfo is not None and quiet:
+        # The failure text alone: no plugin source, no Hypothesis explanation or blob (-v
+        # shows them). The saved counterexample is what reproduces it.
+        report.longrepr = record["message"]
+    return report

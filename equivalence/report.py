@@ -9,6 +9,7 @@ single process) writes ``gate.json``.
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 
@@ -199,9 +200,8 @@ class GateReport:
         if document["status"] == "error":  # the one "ERROR: ..." line says it all
             return
         terminalreporter.section("equivalence gate")
-        for variant in document["variants"]:
-            checks = ", ".join(_check_summary(c) for c in variant["checks"])
-            terminalreporter.write_line(f"{variant['verdict']:>7}  {variant['id']}: {checks}")
+        for line in summary_table(document["variants"]):
+            terminalreporter.write_line(line)
         if document["status"] == "partial":
             ran = sum(len(v["checks"]) for v in document["variants"])
             missing = len(document["not_run"])
@@ -214,7 +214,8 @@ class GateReport:
             unfinished = " (the gate did not finish)" if document["status"] == "incomplete" else ""
             terminalreporter.write_line(f"gate {verdict}{unfinished}: {path}")
         for note in document.get("notes", ()):
-            terminalreporter.write_line(f"  {note}")
+            for line in textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    "):
+                terminalreporter.write_line(line)
 
 
 def _notes(records: list[dict]) -> list[str]:
@@ -226,11 +227,55 @@ def _notes(records: list[dict]) -> list[str]:
     return [NO_EAGER_SOURCE] if skipped else []
 
 
-def _check_summary(check: dict) -> str:
-    margin = check["margin"]
-    if check["verdict"] in ("pass", "xpass") and margin is not None:
-        return f"{check['check']} {check['verdict']} (margin {margin:.2f})"
-    return f"{check['check']} {check['verdict']}"
+#: The summary table's width: it fits a 100-column terminal.
+WIDTH = 100
+
+#: Column headings of the checks (registry order) and the cell of each verdict.
+_HEADINGS = {"reference": "ref", "determinism": "determ", "photos": "photo"}
+_CELLS = {
+    "pass": "ok", "fail": "FAIL", "xfail": "xfail", "xpass": "XPASS", "skipped": "-",
+    "error": "ERROR", "crashed": "CRASH", "timeout": "HUNG", None: "?",
+}  # fmt: skip
+_LEGEND = (
+    "ok pass, FAIL fail, xfail expected failure caught, XPASS expected failure not caught, "
+    "- skipped or not applicable, CRASH/HUNG in its probe; margin: the worst passing check's"
+)
+
+
+def summary_table(variants: list[dict], width: int = WIDTH) -> list[str]:
+    """One row per variant, one column per check, and the worst margin of its passing checks,
+    in at most ``width`` columns (long variant ids are shortened in the middle)."""
+    checks = [c for c in GATE_CHECKS if any(k["check"] == c for v in variants for k in v["checks"])]
+    headings = [_HEADINGS.get(c, c)[:6] for c in checks]
+    fixed = 2 + 7 + 7 * len(checks) + 7
+    name_width = max(8, min(max((len(v["id"]) for v in variants), default=7), width - fixed))
+    lines = [
+        f"{'variant':<{name_width}}  {'verdict':<7}"
+        + "".join(f" {h:<6}" for h in headings)
+        + f" {'margin':>6}"
+    ]
+    for variant in variants:
+        by_check = {c["check"]: c for c in variant["checks"]}
+        cells = [_CELLS.get(by_check[c]["verdict"], "?") if c in by_check else "" for c in checks]
+        margins = [
+            c["margin"]
+            for c in variant["checks"]
+            if c["verdict"] == "pass" and c["margin"] is not None
+        ]
+        margin = f"{min(margins):.2f}" if margins else "-"
+        lines.append(
+            f"{_shorten(variant['id'], name_width):<{name_width}}  {variant['verdict']:<7}"
+            + "".join(f" {cell:<6}" for cell in cells)
+            + f" {margin:>6}"
+        )
+    return [*lines, *textwrap.wrap(_LEGEND, width)]
+
+
+def _shorten(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}~{text[len(text) - (width - 1 - head) :]}"
 
 
 def error_path(gate_json):

@@ -129,6 +129,9 @@ def gate_section(gate: dict | None) -> Section | None:
     rows["message"] = rows["message"].map(_short)
     table = fmt.drop_blank_columns(fmt.display(rows, _GATE_COLUMNS))
     blocks = [Text(", ".join(facts) + ".")] if facts else []
+    notes = [str(n) for n in gate.get("notes") or () if str(n).strip()]
+    if notes:  # what the verdict does not cover: no eager source, fixed input sizes ...
+        blocks.append(Bullets(tuple(f"Not covered: {n}" for n in notes)))
     return Section("Equivalence gate", (*blocks, Table(table)))
 
 

@@ -118,3 +118,22 @@ def test_the_report_shows_a_partial_run_as_no_verdict(tiny_release, tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     markdown = next(out.glob("*.md")).read_text()
     assert "partial run: not a release verdict" in markdown
+
+
+def test_the_summary_is_one_row_per_variant_within_100_columns():
+    from equivalence.report import summary_table
+
+    verdicts = ["pass", "fail", "xfail", "skipped", "crashed", "timeout", "xpass"]
+    checks = [
+        {"check": name, "verdict": verdict, "margin": 0.25 + i / 100}
+        for i, (name, verdict) in enumerate(zip(GATE_CHECKS, verdicts))
+    ]
+    ids = ["tiny.fused.cbn-on", "a-very-long-user-model-name.fused-fast.cbn-on.with-a-suffix" * 2]
+    lines = summary_table([{"id": i, "verdict": "fail", "checks": checks} for i in ids])
+    assert all(len(line) <= 100 for line in lines), "\n".join(lines)
+    header, short, long, *legend = lines
+    assert header.split()[:3] == ["variant", "verdict", "ref"] and header.split()[-1] == "margin"
+    assert short.split() == ["tiny.fused.cbn-on", "fail", "ok", "FAIL", "xfail", "-", "CRASH",
+                             "HUNG", "XPASS", "0.25"]  # fmt: skip
+    assert "~" in long.split()[0] and long.split()[0].startswith("a-very-long")
+    assert legend and "XPASS expected failure not caught" in " ".join(legend)

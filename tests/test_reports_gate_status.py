@@ -28,3 +28,15 @@ def test_a_missing_gate_result_fails_the_requirement(tmp_path, capsys, monkeypat
     args = ["--benchmarks", str(storage), "--out", str(tmp_path / "out")]
     assert main([*args, "--require-gate-pass"]) == 1
     assert "no gate result" in capsys.readouterr().err
+
+
+def test_the_report_lists_what_the_gate_did_not_cover(tmp_path):
+    from equivalence.checks import NO_EAGER_SOURCE
+
+    storage, gate = syn.demo_storage(tmp_path)
+    data = json.loads(gate.read_text())
+    data["notes"] = [NO_EAGER_SOURCE]
+    gate.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    assert main(["--benchmarks", str(storage), "--gate", str(gate), "--out", str(out)]) == 0
+    assert f"Not covered: {NO_EAGER_SOURCE}" in (out / "report.md").read_text()
