@@ -58,6 +58,14 @@ def pytest_addoption(parser):
     )
 
 
+def pytest_configure(config):
+    """MegEngine's CUDA probe chatter (nine info:/debug: lines on a machine without a GPU) is
+    triggered here with stderr silenced, before anything exports or loads a model."""
+    from exporters.quiet import probe_cuda_quietly
+
+    probe_cuda_quietly()
+
+
 @pytest.fixture(scope="session")
 def manifest(pytestconfig):
     """The validated manifest of the release under test (loaded once per session)."""

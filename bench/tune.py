@@ -520,6 +520,9 @@ def tune(release_dir, variants=None, batches=(1, 4), configs=None, rounds=DEFAUL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from exporters.quiet import probe_cuda_quietly
+
+    probe_cuda_quietly()
     parser = argparse.ArgumentParser(
         prog="python -m bench.tune", description=__doc__.split("\n")[0]
     )

@@ -100,6 +100,9 @@ def table_rows(gate, check: str, variant_id: str, worst: Worst) -> str:
 
 
 def main(argv=None) -> int:
+    from exporters.quiet import probe_cuda_quietly
+
+    probe_cuda_quietly()
     from equivalence.gate import Gate
     from equivalence.tolerances import CHECKS, load_tolerances
     from exporters.manifest import load_manifest

@@ -41,6 +41,9 @@ def load_images(npy: Path) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    from exporters.quiet import probe_cuda_quietly
+
+    probe_cuda_quietly()
     from equivalence.gate import Gate
     from equivalence.tolerances import CHECKS, load_tolerances
     from exporters.manifest import load_manifest
