@@ -38,6 +38,12 @@ def image_batch(batch: int, size: tuple[int, int] = IMAGE_SIZE, seed: int = 0) -
     return np.stack(frames)
 
 
+def frame_size(entry) -> tuple[int, int]:
+    """The frame size a variant is fed: ``IMAGE_SIZE``, or the only size its ``input.shape``
+    takes (a raw-input graph with a fixed height and width)."""
+    return entry.fixed_size or IMAGE_SIZE
+
+
 def model_feed(entry, manifest, images: np.ndarray) -> dict[str, np.ndarray]:
     """What ``entry``'s graph takes for ``images``: the frames themselves for raw-input variants,
     else the OpenCV reference preprocessing of them (float32 NCHW), keyed by the input name."""

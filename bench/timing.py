@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from bench.inputs import IMAGE_SIZE, image_batch, model_feed
+from bench.inputs import frame_size, image_batch, model_feed
 
 
 def time_call(benchmark, grid, target, *args) -> None:
@@ -32,13 +32,17 @@ def time_call(benchmark, grid, target, *args) -> None:
 
 def time_model(case, manifest, runners, benchmark, grid) -> None:
     runner = runners.lite(case.variant, manifest, case.device)
-    runner.set_inputs(model_feed(case.variant, manifest, image_batch(case.batch)))
+    runner.set_inputs(
+        model_feed(case.variant, manifest, image_batch(case.batch, frame_size(case.variant)))
+    )
     time_call(benchmark, grid, runner.run)
 
 
 def time_e2e(case, manifest, runners, benchmark, grid) -> None:
     runner = runners.images(case.variant, manifest, case.device)
-    time_call(benchmark, grid, runner.infer, {"data": image_batch(case.batch)})
+    time_call(
+        benchmark, grid, runner.infer, {"data": image_batch(case.batch, frame_size(case.variant))}
+    )
 
 
 def _forward_wait(network) -> None:
@@ -51,7 +55,9 @@ def time_raw(case, manifest, runners, benchmark, grid) -> None:
 
     network = megenginelite.LiteNetwork()
     network.load(str(case.variant.path))
-    for name, array in model_feed(case.variant, manifest, image_batch(case.batch)).items():
+    for name, array in model_feed(
+        case.variant, manifest, image_batch(case.batch, frame_size(case.variant))
+    ).items():
         network.get_io_tensor(name).set_data_by_copy(array)
     time_call(benchmark, grid, _forward_wait, network)
 
@@ -80,7 +86,7 @@ def case_info(case, manifest) -> dict:
     if case.label:
         info["device_config"] = case.device
     if case.mode == "e2e" or entry.is_raw_input:
-        info["image_size"] = list(IMAGE_SIZE)
+        info["image_size"] = list(frame_size(entry))
     return info
 
 

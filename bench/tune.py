@@ -90,7 +90,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.grid import parse_batch_sizes
-from bench.inputs import IMAGE_SIZE, image_batch, model_feed
+from bench.inputs import IMAGE_SIZE, frame_size, image_batch, model_feed
 from exporters.devices import DEVICE_CONFIGS, DeviceConfig, get_device_config
 from exporters.errors import HarnessError, first_line
 from exporters.files import atomic_write_json
@@ -308,7 +308,9 @@ class Sweep:
         return rows
 
     def sweep_variant(self, entry, probes: dict[str, dict[str, ProbeResult]]) -> list[Row]:
-        images = equivalence_images(EQUIVALENCE_IMAGES, tuple(self.manifest.preprocess.size))
+        images = equivalence_images(
+            EQUIVALENCE_IMAGES, entry.fixed_size or tuple(self.manifest.preprocess.size)
+        )
         result = probes[BASELINE][entry.id]
         if not result:  # nothing to compare with: one row per batch, and no recommendation
             self.log(f"{entry.id} {BASELINE} (baseline): {result.status} ({result.reason})")
@@ -354,7 +356,7 @@ class Sweep:
             row.verdict, row.reason = "not equivalent", str(result).splitlines()[0]
             self.log(f"{entry.id} b{batch} {config.name}: not equivalent ({row.reason})")
             return row
-        feed = model_feed(entry, self.manifest, image_batch(batch))
+        feed = model_feed(entry, self.manifest, image_batch(batch, frame_size(entry)))
         base_lite, cand_lite = _lite(baseline), _lite(candidate)
 
         def run_baseline():
