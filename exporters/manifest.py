@@ -229,7 +229,8 @@ def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
     if not isinstance(data, dict):
         raise HarnessError(f"{source}: expected a JSON object at the top level")
     check_keys(data, TOP, source)
-    _check_format_version(data.get("format_version"), source)
+    if "format_version" in data:
+        _check_format_version(data["format_version"], source)
     for key in ("model", "preprocess", "variants"):
         if key not in data:
             raise HarnessError(f"{source}: missing key {key!r}; see the README's manifest format")
@@ -256,9 +257,7 @@ def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
 
 def _check_format_version(version: Any, source: str) -> None:
     """A manifest without ``format_version`` (hand-written) is read as the current format; any
-    other version than ``FORMAT_VERSION`` is refused rather than misread."""
-    if version is None:
-        return
+    other version than ``FORMAT_VERSION`` (null included) is refused rather than misread."""
     if isinstance(version, bool) or version != FORMAT_VERSION:
         raise HarnessError(
             f"{source}: format_version {version!r} is not one this harness reads (it reads "
