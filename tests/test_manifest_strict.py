@@ -52,13 +52,15 @@ def tiny_release() -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_release(tmp_path_factory) -> Path:
-    return _export_user(tmp_path_factory.mktemp("small") / "rel", "small_net")
+def user_releases(tmp_path_factory) -> dict[str, Path]:
+    """Releases of user factories: one tensor out (small_net) and a tuple (tuple_net)."""
+    folder = tmp_path_factory.mktemp("user")
+    return {name: _export_user(folder / name, name) for name in ("small_net", "tuple_net")}
 
 
 @pytest.fixture(scope="module")
-def tuple_release(tmp_path_factory) -> Path:
-    return _export_user(tmp_path_factory.mktemp("tuple") / "rel", "tuple_net")
+def small_release(user_releases) -> Path:
+    return user_releases["small_net"]
 
 
 def _manifest(release: Path) -> dict:
@@ -77,9 +79,11 @@ def _edited(release: Path, folder: Path, edit) -> Path:
 # --- the schema against what the exporter writes and the loader reads ----------------------
 
 
-@pytest.mark.parametrize("release", ["tiny_release", "small_release", "tuple_release"])
-def test_every_manifest_the_exporter_writes_matches_the_schema(validator, release, request):
-    folder = request.getfixturevalue(release)
+@pytest.mark.parametrize("release", ["tiny", "small_net", "tuple_net"])
+def test_every_manifest_the_exporter_writes_matches_the_schema(
+    validator, tiny_release, user_releases, release
+):
+    folder = tiny_release if release == "tiny" else user_releases[release]
     data = _manifest(folder)
     assert _schema_errors(validator, data) == []
     load_manifest(folder)
