@@ -196,6 +196,15 @@ def test_a_schema_key_for_editors_is_accepted(validator, small_release, tmp_path
     load_manifest(folder)
 
 
+@pytest.mark.parametrize(
+    "path, key", [((), "source"), ((), "outputs"), ((), "labels"), (("variants", 0), "input")]
+)
+def test_null_reads_as_absent_for_both(validator, small_release, tmp_path, path, key):
+    folder = _edited(small_release, tmp_path / "rel", _set(path, key, None))
+    assert _schema_errors(validator, _manifest(folder)) == []
+    load_manifest(folder, verify=False)
+
+
 # --- format_version ------------------------------------------------------------------------
 
 
