@@ -41,7 +41,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--std", help="factory models: 3 comma-separated numbers in the model's channel order"
     )
     parser.add_argument(
-        "--color", choices=("bgr", "rgb"), help="factory models: channel order, defaults to bgr"
+        "--color",
+        choices=("bgr", "rgb"),
+        help="factory models: the channel order the model sees, defaults to bgr; rgb needs "
+        "--mean and --std (the defaults are BGR-ordered ImageNet statistics)",
     )
     parser.add_argument(
         "--force", action="store_true", help="export every variant even when cached"
@@ -62,14 +65,45 @@ def _floats(text: str | None, option: str, count: int, default):
     return values
 
 
+def _listed(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _refuse_factory_options(args: argparse.Namespace, spec) -> None:
+    """HarnessError for the first option a built-in model would ignore, saying what it fixes
+    instead: silently exporting something else than was asked for is worse than refusing."""
+    pre = spec.preprocess
+    normalisation = f"has its own normalisation (color {pre.color}, mean {_listed(pre.mean)}, std {_listed(pre.std)})"
+    reasons = {
+        "weights": "has its own weights",
+        "size": f"has its own input size ({pre.size[0]}x{pre.size[1]})",
+        "mean": normalisation,
+        "std": normalisation,
+        "color": normalisation,
+        "name": f"names its variants {spec.name}.*",
+    }
+    for option, reason in reasons.items():
+        if getattr(args, option) is not None:
+            raise HarnessError(
+                f"--{option}: built-in model {spec.name!r} {reason}; --{option} is for your own "
+                "model (--model package.module:factory)"
+            )
+
+
 def model_spec(args: argparse.Namespace):
     from exporters.preprocess import IMAGENET_BGR_MEAN, IMAGENET_BGR_STD, PreprocessSpec
     from exporters.zoo import builtin_spec, is_factory_reference, user_spec
 
     if not is_factory_reference(args.model):
-        if args.weights:
-            raise HarnessError(f"--weights: built-in model {args.model!r} has its own weights")
-        return builtin_spec(args.model)
+        spec = builtin_spec(args.model)
+        _refuse_factory_options(args, spec)
+        return spec
+    if args.color == "rgb" and (args.mean is None or args.std is None):
+        raise HarnessError(
+            "--color rgb: give --mean and --std too, in RGB order; the defaults are ImageNet "
+            f"statistics in BGR order (mean {_listed(IMAGENET_BGR_MEAN)}, std "
+            f"{_listed(IMAGENET_BGR_STD)})"
+        )
     size = _floats(args.size, "--size", 2, (224, 224))
     if any(v != int(v) or v < 1 for v in size):
         raise HarnessError(f"--size {args.size!r}: expected HEIGHTxWIDTH in whole pixels")

@@ -11,12 +11,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import hexdigits
 from typing import Any
 
 from exporters.errors import HarnessError
 from exporters.files import atomic_write_bytes, check_regular, special_kind
 from exporters.outputs import OutputSpec, parse_outputs
 from exporters.preprocess import PreprocessSpec
+from exporters.schema import TOP, check_keys
 from exporters.variants import PREPROCESSINGS, RAW_INPUT_PREPROCESSINGS
 
 MANIFEST = "manifest.json"
@@ -235,6 +237,9 @@ def verify_files(manifest: Manifest) -> None:
 def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
     if not isinstance(data, dict):
         raise HarnessError(f"{source}: expected a JSON object at the top level")
+    check_keys(data, TOP, source)
+    if "format_version" in data:
+        _check_format_version(data["format_version"], source)
     for key in ("model", "preprocess", "variants"):
         if key not in data:
             raise HarnessError(f"{source}: missing key {key!r}; see the README's manifest format")
@@ -259,6 +264,17 @@ def parse_manifest(data: Any, root: Path, source: str) -> Manifest:
     return Manifest(root, data["model"], spec, entries, extra, model_source, outputs)
 
 
+def _check_format_version(version: Any, source: str) -> None:
+    """A manifest without ``format_version`` (hand-written) is read as the current format; any
+    other version than ``FORMAT_VERSION`` (null included) is refused rather than misread."""
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise HarnessError(
+            f"{source}: format_version {version!r} is not one this harness reads (it reads "
+            f"{FORMAT_VERSION}); export the release again with this harness, or drop the key "
+            "from a hand-written manifest"
+        )
+
+
 def _parse_source(item: Any, root: Path, source: str) -> ModelSource | None:
     """The manifest's ``source``: ``{"factory": "pkg.module:callable", "weights": {"file",
     "sha256"}}`` (weights optional; a bare file name is accepted too)."""
@@ -269,9 +285,7 @@ def _parse_source(item: Any, root: Path, source: str) -> ModelSource | None:
     where = f"{source}: source"
     if not isinstance(item, dict):
         raise HarnessError(f"{where} must be an object with 'factory' (and optional 'weights')")
-    unknown = sorted(set(item) - {"factory", "weights"})
-    if unknown:
-        raise HarnessError(f"{where} has unknown key {unknown[0]!r}; expected factory, weights")
+    check_keys(item, "source", where)
     factory = item.get("factory")
     if not isinstance(factory, str) or not is_factory_reference(factory):
         raise HarnessError(f"{where}.factory must be 'package.module:callable', got {factory!r}")
@@ -284,8 +298,9 @@ def _parse_source(item: Any, root: Path, source: str) -> ModelSource | None:
         raise HarnessError(
             f"{where}.weights must be {{'file': name, 'sha256': hex}} or a file name"
         )
+    check_keys(weights, "weights", f"{where}.weights")
     sha = weights.get("sha256")
-    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+    if sha is not None and not _is_sha256(sha):
         raise HarnessError(f"{where}.weights.sha256 must be 64 hex digits, got {sha!r}")
     path = Path(weights["file"])
     path = (
@@ -294,12 +309,17 @@ def _parse_source(item: Any, root: Path, source: str) -> ModelSource | None:
     return ModelSource(factory, path, sha)
 
 
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in hexdigits for c in value)
+
+
 def _parse_entry(
     item: Any, index: int, spec: PreprocessSpec, root: Path, source: str
 ) -> VariantEntry:
     where = f"{source}: variants[{index}]"
     if not isinstance(item, dict):
         raise HarnessError(f"{where} must be an object")
+    check_keys(item, "variant", where)
     missing = [k for k in _ENTRY_KEYS if k not in item]
     if missing:
         raise HarnessError(f"{where} misses {', '.join(repr(k) for k in missing)}")
@@ -342,6 +362,7 @@ def _parse_input(item: Any, pre: str, spec: PreprocessSpec, where: str) -> Input
         return default
     if not isinstance(item, dict):
         raise HarnessError(f"{where}.input must be an object")
+    check_keys(item, "input", f"{where}.input")
     name = item.get("name", default.name)
     dtype = item.get("dtype", default.dtype)
     if name != "data":

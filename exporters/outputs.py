@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporters.errors import HarnessError
+from exporters.schema import check_keys
 
 SINGLE = "logits"
 KINDS = ("logits", "tensor")
@@ -88,9 +89,7 @@ def parse_outputs(item: Any, source: str) -> tuple[OutputSpec, ...] | None:
     for i, entry in enumerate(item):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise HarnessError(f"{where}[{i}] must be an object with a 'name' string")
-        unknown = sorted(set(entry) - {"name", "kind"})
-        if unknown:
-            raise HarnessError(f"{where}[{i}] has unknown key {unknown[0]!r}; expected name, kind")
+        check_keys(entry, "output", f"{where}[{i}]")
         kind = entry.get("kind", "tensor")
         if kind not in KINDS:
             raise HarnessError(f"{where}[{i}].kind must be one of {KINDS}, got {kind!r}")

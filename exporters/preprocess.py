@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from exporters.errors import HarnessError
+from exporters.schema import check_keys
 
 COLORS = ("bgr", "rgb")
 INTERPOLATIONS = ("linear",)
@@ -59,6 +60,7 @@ class PreprocessSpec:
         """Builds a spec from a manifest's ``preprocess`` object, naming ``source`` on error."""
         if not isinstance(data, Mapping):
             raise HarnessError(f"{source}: 'preprocess' must be an object, got {data!r}")
+        check_keys(data, "preprocess", f"{source}: preprocess")
         missing = [k for k in ("size", "mean", "std", "color") if k not in data]
         if missing:
             raise HarnessError(

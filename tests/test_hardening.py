@@ -214,6 +214,16 @@ BAD_MANIFESTS = {
         f"variant id '{VARIANT}' appears twice",
         ("gate",),
     ),
+    "typo key": (
+        lambda f: edit_manifest(f, lambda d: _variant(d).update(expected_falure="crops")),
+        "variants[3] has unknown key 'expected_falure'; did you mean 'expected_failure'?",
+        ("gate", "classify"),
+    ),
+    "unknown format_version": (
+        lambda f: edit_manifest(f, lambda d: d.update(format_version=2)),
+        "format_version 2 is not one this harness reads (it reads 1)",
+        ("bench",),
+    ),
     "manifest is a folder": (
         _replace_manifest(lambda p: p.mkdir()),
         "manifest.json: is a folder; expected a manifest.json file",
