@@ -173,6 +173,7 @@ _LATENCY_COLUMNS = {
     "IQR ms": ("iqr", fmt.ms),
     "CV": ("cv", fmt.percent),
     "images/s": ("images_per_s", fmt.rate),
+    "cpu/wall": ("cpu_per_wall", fmt.general),
     "noisy": ("noisy", fmt.flag),
     "equivalence": ("equivalence", fmt.text),
     "max abs": ("max_abs", fmt.general),
@@ -188,7 +189,9 @@ def latency_section(ours: pd.DataFrame) -> Section | None:
         Text(
             "Seconds per call are shown in milliseconds; one call processes `batch` images. "
             "`equivalence` is the gate's verdict for the variant, `max abs` and `cosine` its "
-            "worst check. Noisy rows are highlighted in the HTML report."
+            "worst check. `cpu/wall` is the process CPU time over the wall time of the timed "
+            "rounds: above 1, the configuration used more than one core. Noisy rows are "
+            "highlighted in the HTML report."
         )
     ]
     for device, rows in ours.groupby("device", dropna=False, sort=True):

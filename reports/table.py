@@ -43,6 +43,7 @@ COLUMNS = (
     "cv",
     "noisy",
     "images_per_s",
+    "cpu_per_wall",
     "file",
 )
 
@@ -92,8 +93,16 @@ def _record(run: SavedRun, bench: dict) -> dict:
         "status": status,
         "reason": reason,
         "file": str(run.path),
+        "cpu_per_wall": _number(info.get("cpu_per_wall")),
         **(stats or {"samples": None}),
     }
+
+
+def _number(value: object) -> float | None:
+    """A finite number from a saved run's ``extra_info``, else None (older runs have none)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None
 
 
 def device_label(device: object) -> str:

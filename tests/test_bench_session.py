@@ -221,3 +221,27 @@ def _assert_one_line_usage_error(result, message):
     ]
     assert len(lines) == 1 and lines[0].startswith("ERROR: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- CPU time beside wall time ---------------------------------------------------------------
+
+
+def test_every_timed_case_records_its_cpu_time_and_the_report_shows_it(tiny_release, tmp_path):
+    result = run_bench(
+        "--release", tiny_release, "--devices", "cpu,cpu-2t", "--batch-sizes", "4",
+        "-k", "external.cbn-off and model", "--benchmark-autosave",
+        "--benchmark-storage", tmp_path / "runs", "--benchmark-min-rounds", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,), _ = saved_files(tmp_path / "runs")
+    infos = {b["extra_info"]["device"]: b["extra_info"] for b in run["benchmarks"]}
+    for info in infos.values():
+        assert info["cpu_s"] > 0 and info["wall_s"] > 0
+        assert info["cpu_per_wall"] == pytest.approx(info["cpu_s"] / info["wall_s"])
+    # One thread keeps to about one core; the report shows the figure.
+    assert infos["cpu"]["cpu_per_wall"] < 1.9
+    from reports.cli import main
+
+    out = tmp_path / "report"
+    assert main(["--benchmarks", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert "cpu/wall" in (out / "report.md").read_text()
