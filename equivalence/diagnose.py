@@ -227,17 +227,17 @@ class Diagnosis:
 
     def line(self) -> str:
         """One line for the failure text."""
-        ref = f"{self.reference.centred_cosine:.5g} with the reference"
+        ref = f"{self.reference.centred_cosine:.5f} with the reference"
         if self.family is None:
             best = (
-                f"best: {self.best}, centred correlation {self.score.centred_cosine:.5g}; "
+                f"best family {self.best}: centred correlation {self.score.centred_cosine:.5f}; "
                 if self.best
                 else ""
             )
             return f"closest explanation: no known explanation ({best}{ref})"
         return (
             f"closest explanation: {self.explanation} (centred correlation "
-            f"{self.score.centred_cosine:.5g} with a {self.family}; {ref})"
+            f"{self.score.centred_cosine:.5f} with the {self.family} family; {ref})"
         )
 
     def to_dict(self) -> dict[str, Any]:
