@@ -11,12 +11,29 @@ close (centred cosine >= ``CENTRED_COSINE_MIN``) and clearly closer than the ref
 spread ratio at most ``RATIO_FACTOR`` times the reference's); otherwise the diagnosis says
 "no known explanation".
 
-Measured (``python -m equivalence.diagnose``-style runs on the planted bugs of
-``tests/test_gate.py`` plus a brightness change, one Hypothesis-like batch of random images and
-the photo batches; figures are centred cosine / spread ratio of the named family, then of the
-reference):
+Measured on the built-in tiny (32x32) and ResNet18 (224x224, random weights, BatchNorm
+calibrated) with the planted bugs of ``tests/test_gate.py`` and a brightness change (+0.5 after
+normalisation), each diagnosed on its shrunk ``reference`` counterexample (1x2 to 224x224
+images), its last failing ``photos`` batch (480x480) and two photos (chelsea 300x451, rocket
+scaled to 107x160): 4 image sets x 6 bugs x 2 models. Figures are the centred cosine (cc) and
+spread ratio (r), worst over those image sets:
 
-THRESHOLDS-TABLE
+| who | cc | r | named |
+|---|---|---|---|
+| the planted bug's own family (crop, channel-swap, mean-std-reversed, nearest, align-corners) | 1.000000 every time | <= 9.5e-6 (ResNet18 align-corners), <= 1.1e-6 otherwise | 48 of 48 |
+| the reference pipeline, failing variants | <= 0.99978 (tiny align-corners, rocket) | >= 0.036 | - |
+| the best wrong family | <= 0.99980 (tiny nearest, rocket: align-corners) | >= 0.85 of the reference's | 0 |
+| brightness: the best family | <= 0.966 (tiny), 0.939 (ResNet18) | >= 0.21 | 0 of 8 |
+| a correct fused variant: the reference / the best family | 1.000000 / <= 0.9988 | 8.8e-7 / >= 0.036 | 0 |
+
+So a family's own mistake reproduces the variant's outputs to float noise (r of 1e-6 to 1e-5,
+what the float arithmetic of two correct pipelines leaves), while anything else stays at
+least 0.036 of the between-image spread away. The thresholds sit between, with room both
+ways: ``CENTRED_COSINE_MIN`` 0.999 alone would not do (the reference itself reaches 0.9998 on
+align_corners=True), so the spread ratio must also be at most ``RATIO_FACTOR`` = 0.1 of the
+reference's (the true family: at most 2.2e-4 of it; a wrong one: at least 0.85). Diagnosing
+one failure took 0.4-3.4 s on ResNet18 (ten families, two reference runs), and runs only once a
+check has failed, on its final example.
 
 Families that change nothing for a release's spec (mean-std-reversed when the three means and
 stds are equal, transposed on a symmetric image) are skipped, so a tie with the reference never
