@@ -151,8 +151,8 @@ FAMILIES: dict[str, Family] = {
         Family(
             "crop",
             lambda s: (
-                f"crops the top-left {s.size[0]}x{s.size[1]} instead of resizing "
-                "(an identity warp_perspective)"
+                f"crops the top-left {s.size[0]}x{s.size[1]} instead of resizing, as an "
+                "identity warp_perspective does"
             ),
             _crop,
         ),
@@ -313,3 +313,48 @@ def diagnose(gate: Gate, variant_id: str, images: np.ndarray) -> Diagnosis:
         text = FAMILIES[best].explanation(spec)
         return Diagnosis(best, text, best, score, reference, scores)
     return Diagnosis(None, "no known explanation", best, score, reference, scores)
+
+
+def main(argv=None) -> int:
+    """``python -m equivalence.diagnose NPY``: the closest explanation of a saved
+    counterexample (release and variant from its sidecar, or ``--release``/``--variant``), and
+    every family's figures. Exits 0 when a family is named, 1 when none is."""
+    import argparse
+    from pathlib import Path
+
+    from equivalence.gate import Gate
+    from equivalence.reproduce import _sidecar, load_images
+    from exporters.errors import HarnessError
+    from exporters.manifest import load_manifest
+
+    parser = argparse.ArgumentParser(prog="python -m equivalence.diagnose", description=__doc__)
+    parser.add_argument("npy", help="a counterexample .npy saved by the gate")
+    parser.add_argument("--release", metavar="DIR", help="release folder (default: sidecar's)")
+    parser.add_argument("--variant", metavar="ID", help="variant id (default: sidecar's)")
+    args = parser.parse_args(argv)
+    saved = _sidecar(Path(args.npy))
+    release, variant = args.release or saved.get("release"), args.variant or saved.get("variant")
+    if not (release and variant):
+        raise HarnessError(f"{args.npy}: no sidecar names the release and variant; pass both")
+    images = load_images(Path(args.npy))
+    gate = Gate(load_manifest(release))
+    try:
+        diagnosis = diagnose(gate, variant, images)
+    finally:
+        gate.close()
+    print(f"{variant} on a batch of shape {images.shape}\n{diagnosis.line()}")
+    rows = [("reference", diagnosis.reference), *diagnosis.scores.items()]
+    for name, score in sorted(rows, key=lambda row: -np.nan_to_num(row[1].centred_cosine, nan=-2)):
+        print(
+            f"  {name:20s} centred cosine {score.centred_cosine:.6f}  spread ratio "
+            f"{score.spread_ratio:.3g}"
+        )
+    return 0 if diagnosis.family else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    from exporters.errors import run_cli
+
+    sys.exit(run_cli(main))
