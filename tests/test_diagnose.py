@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.hardening_models import run_gate
-from tests.test_gate import PLANTED, _copy_variant, dump_planted, write_release
+from tests.test_gate import PLANTED, _copy_variant, plant, write_release
 
 MODEL = "tiny"
 NAMED = {"crop": "crop", "channel-swap": "channel-swap", "mean-std-reversed": "mean-std-reversed"}
@@ -36,28 +36,13 @@ def tiny_release() -> Path:
 
 @pytest.fixture(scope="module")
 def planted_release(tiny_release, tmp_path_factory) -> Path:
-    from exporters.manifest import load_manifest
-    from exporters.release import builtin_module
-
     folder = tmp_path_factory.mktemp("planted-diagnose")
-    spec = load_manifest(tiny_release).preprocess
-    module = builtin_module(MODEL)
     entries = [
         _copy_variant(tiny_release, folder, f"{MODEL}.external.cbn-off"),
         _copy_variant(tiny_release, folder, f"{MODEL}.fused.cbn-on"),
     ]
     bugs = {name: PLANTED[name] for name in NAMED} | {"brightness": _brightness}
-    for name, preprocess in bugs.items():
-        dump_planted(module, preprocess, spec, folder / f"{name}.mge")
-        entries.append(
-            {
-                "id": f"{MODEL}.{name}",
-                "file": f"{name}.mge",
-                "preprocessing": "fused",
-                "fuse_conv_bias_nonlinearity": True,
-            }
-        )
-    return write_release(folder, tiny_release, entries)
+    return write_release(folder, tiny_release, entries + plant(folder, tiny_release, bugs))
 
 
 @pytest.fixture(scope="module")
