@@ -302,12 +302,13 @@ def diagnose(gate: Gate, variant_id: str, images: np.ndarray) -> Diagnosis:
         if np.array_equal(batch, baseline) or np.array_equal(batch, exact):
             continue  # the mistake changes nothing for this spec and these images
         scores[family.name] = Score.of(infer_model(model, batch), out, scales)
-    ranked = sorted(
-        (s.centred_cosine, -s.spread_ratio, name)
-        for name, s in scores.items()
-        if not math.isnan(s.centred_cosine)
+    judged = [name for name, s in scores.items() if not math.isnan(s.centred_cosine)]
+    # The highest centred cosine, then the smallest spread ratio; a tie goes to registry order.
+    best = max(
+        judged,
+        key=lambda name: (scores[name].centred_cosine, -scores[name].spread_ratio),
+        default=None,
     )
-    best = ranked[-1][2] if ranked else None
     score = scores[best] if best else Score(math.nan, math.nan)
     if best and is_named(score, reference):
         text = FAMILIES[best].explanation(spec)
