@@ -46,12 +46,20 @@ def planted_release(tiny_release, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gate_checks(planted_release, tmp_path_factory) -> dict[str, dict]:
-    """{variant: its reference check record} of a gate run on the planted release."""
+def gate_run(planted_release, tmp_path_factory) -> dict[str, dict[str, dict]]:
+    """{variant: {check: record}} of a gate run on the planted release: the reference check,
+    and the photo check of the crop."""
     out = tmp_path_factory.mktemp("diagnose-gate")
-    proc, document = run_gate(planted_release, out, "-k", "test_reference")
+    selected = f"test_reference or (test_photos and {MODEL}.crop)"
+    proc, document = run_gate(planted_release, out, "-k", selected)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    return {v["id"]: v["checks"][0] for v in document["variants"]}
+    return {v["id"]: {c["check"]: c for c in v["checks"]} for v in document["variants"]}
+
+
+@pytest.fixture(scope="module")
+def gate_checks(gate_run) -> dict[str, dict]:
+    """{variant: its reference check record}."""
+    return {variant: checks["reference"] for variant, checks in gate_run.items()}
 
 
 @pytest.mark.parametrize("bug", NAMED)
@@ -68,6 +76,12 @@ def test_planted_bug_names_its_family(gate_checks, bug):
 def test_crop_explanation_reads_as_a_crop(gate_checks):
     message = gate_checks[f"{MODEL}.crop"]["message"]
     assert "closest explanation: crops the top-left 32x32 instead of resizing" in message
+
+
+def test_photo_check_failure_is_diagnosed_too(gate_run):
+    check = gate_run[f"{MODEL}.crop"]["photos"]
+    assert check["verdict"] == "fail" and check["diagnosis"]["family"] == "crop"
+    assert Path(check["evidence"]).is_file() and "closest explanation: crops" in check["message"]
 
 
 def test_bug_outside_the_families_has_no_known_explanation(gate_checks):
