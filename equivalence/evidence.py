@@ -50,13 +50,14 @@ def evidence_path(counterexample: Path) -> Path:
     return Path(counterexample).parent / "evidence.png"
 
 
-def _photo() -> np.ndarray:
+def evidence_photo() -> np.ndarray:
+    """The photo the evidence image shows (``PHOTO``), uint8 BGR."""
     from equivalence.photos import PhotoSpec, load_photo
 
     return load_photo(PhotoSpec(PHOTO)).image
 
 
-def _pixels(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def to_pixels(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """A float32 NCHW network input back to uint8 BGR pixels (H, W, 3) of its first image."""
     pixels = batch[0].transpose(1, 2, 0) * np.float32(spec.std) + np.float32(spec.mean)
     if spec.color == "rgb":
@@ -103,7 +104,7 @@ def variant_feed(
     spec = gate.manifest.preprocess
     entry = gate.manifest.variant(variant_id)
     if not entry.is_raw_input:
-        return _pixels(reference_preprocess(photo[None], spec), spec), [
+        return to_pixels(reference_preprocess(photo[None], spec), spec), [
             "variant: host OpenCV",
             "(the reference's own preprocessing)",
         ]
@@ -115,7 +116,7 @@ def variant_feed(
         ]
     if diagnosis is not None and diagnosis.family is not None:
         batch = FAMILIES[diagnosis.family].preprocess(photo[None], spec)
-        return _pixels(batch, spec), [
+        return to_pixels(batch, spec), [
             f"variant: closest explanation '{diagnosis.family}'",
             "(hand-written graph: not its own pixels)",
         ]
@@ -174,11 +175,11 @@ def save_evidence(gate: Gate, variant_id: str, diagnosis: Diagnosis | None, path
     from exporters.files import atomic_write_bytes
 
     spec = gate.manifest.preprocess
-    photo = _photo()
+    photo = evidence_photo()
     height, width = spec.size
     factor = math.ceil(MIN_SIDE / min(height, width))
     network = (factor * height, factor * width)
-    reference = _pixels(reference_preprocess(photo[None], spec), spec)
+    reference = to_pixels(reference_preprocess(photo[None], spec), spec)
     feed, feed_label = variant_feed(gate, variant_id, photo, diagnosis)
     shown_photo = _scaled(photo, network[0])
     cell_width = max(network[1], shown_photo.shape[1], 300)

@@ -134,20 +134,20 @@ def test_evidence_image_beside_the_counterexample(gate_checks, bug):
 def test_evidence_of_a_known_recipe_shows_the_graphs_own_input(tiny_release, tmp_path):
     """Built-in release: the identity-warp recipe, dumped alone and run, feeds the crop."""
     from equivalence.diagnose import FAMILIES
-    from equivalence.evidence import _photo, _pixels, save_evidence, variant_feed
+    from equivalence.evidence import evidence_photo, save_evidence, to_pixels, variant_feed
     from equivalence.gate import Gate
     from exporters.manifest import load_manifest
 
     variant_id = f"{MODEL}.identity-warp.cbn-on"
     gate = Gate(load_manifest(tiny_release))
     try:
-        spec, photo = gate.manifest.preprocess, _photo()
+        spec, photo = gate.manifest.preprocess, evidence_photo()
         pixels, label = variant_feed(gate, variant_id, photo, None)
         path = save_evidence(gate, variant_id, None, tmp_path / "evidence.png")
     finally:
         gate.close()
     assert "identity-warp" in " ".join(label)
-    crop = _pixels(FAMILIES["crop"].preprocess(photo[None], spec), spec)
+    crop = to_pixels(FAMILIES["crop"].preprocess(photo[None], spec), spec)
     assert np.abs(pixels.astype(int) - crop.astype(int)).max() <= 1
     photo_panel, reference, variant = _panels(path)
     assert _differ(reference, variant) and _differ(photo_panel, variant)
