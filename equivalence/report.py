@@ -230,6 +230,9 @@ def _check_summary(check: dict) -> str:
     margin = check["margin"]
     if check["verdict"] in ("pass", "xpass") and margin is not None:
         return f"{check['check']} {check['verdict']} (margin {margin:.2f})"
+    diagnosis = check.get("diagnosis")
+    if diagnosis:  # a failure against the reference pipeline: its closest explanation
+        return f"{check['check']} {check['verdict']} ({diagnosis['family'] or 'unexplained'})"
     return f"{check['check']} {check['verdict']}"
 
 

@@ -53,6 +53,9 @@ def gate_run(planted_release, tmp_path_factory) -> dict[str, dict[str, dict]]:
     selected = f"test_reference or (test_photos and {MODEL}.crop)"
     proc, document = run_gate(planted_release, out, "-k", selected)
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    # The gate's summary names each failure's closest explanation.
+    assert f"fail  {MODEL}.crop: reference fail (crop), photos fail (crop)" in proc.stdout
+    assert f"fail  {MODEL}.brightness: reference fail (unexplained)" in proc.stdout
     return {v["id"]: {c["check"]: c for c in v["checks"]} for v in document["variants"]}
 
 
