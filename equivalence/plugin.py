@@ -38,7 +38,7 @@ from equivalence.record import (
     rerun_command,
     save_counterexample,
 )
-from exporters.errors import HarnessError
+from exporters.errors import HarnessError, first_line
 
 STATE = pytest.StashKey["GateState"]()
 
@@ -181,16 +181,53 @@ class GateState:
 
     def failure(self, check: str, variant_id: str, where: str, result) -> AssertionError:
         """The assertion a failing check raises (text: ``equivalence.record.failure_text``)."""
-        return AssertionError(
-            failure_text(
-                check,
-                variant_id,
-                where,
-                result,
-                self.counterexample_path(check, variant_id),
-                self.pytest_command(check, variant_id),
-            )
+        self.recorders.setdefault((check, variant_id), CheckRecorder()).where = where
+        return AssertionError(self.failure_text(check, variant_id, where, result))
+
+    def failure_text(self, check: str, variant_id: str, where: str, result, notes=()) -> str:
+        return failure_text(
+            check,
+            variant_id,
+            where,
+            result,
+            self.counterexample_path(check, variant_id),
+            self.pytest_command(check, variant_id),
+            notes,
         )
+
+    def explain(self, check: str, variant_id: str, recorder: CheckRecorder | None):
+        """``(diagnosis, evidence, notes)`` of a failure against the reference pipeline: the
+        closest explanation (``equivalence.diagnose``) as a dict, the evidence image's path
+        (``equivalence.evidence``) and their lines for the failure text; ``(None, None, [])``
+        for other checks and failures that are not a comparison. Runs once per failing check,
+        on its final (shrunk) example, never on a passing one.
+
+        MegEngine, OpenCV or file errors while explaining become a line: an aid must not turn
+        the check's verdict into an internal error.
+        """
+        from equivalence.checks import GATE_CHECKS
+
+        failed_comparison = recorder is not None and recorder.where is not None
+        if GATE_CHECKS[check].needs != "reference" or not failed_comparison:
+            return None, None, []
+        if recorder.last_images is None or recorder.last_result is None:
+            return None, None, []
+        from equivalence.diagnose import diagnose
+        from equivalence.evidence import evidence_path, save_evidence
+
+        try:
+            diagnosis = diagnose(self.gate, variant_id, recorder.last_images)
+        except (HarnessError, RuntimeError, OSError) as err:
+            return None, None, [f"closest explanation: not computed ({first_line(err)})"]
+        notes = [diagnosis.line()]
+        path = evidence_path(self.counterexample_path(check, variant_id))
+        try:
+            evidence = str(save_evidence(self.gate, variant_id, diagnosis, path))
+            notes.append(f"evidence: {evidence}")
+        except (HarnessError, RuntimeError, OSError) as err:
+            evidence = None
+            notes.append(f"evidence: not saved ({first_line(err)})")
+        return diagnosis.to_dict(), evidence, notes
 
     def pytest_command(self, check: str, variant_id: str) -> str:
         config = self.config
@@ -218,6 +255,12 @@ class GateState:
         if not failed:
             return check_record(recorder, False, None, passing_message(recorder))
         message = str(excinfo.value).split("\nFalsifying example")[0].strip()
+        diagnosis, evidence, notes = self.explain(check, variant_id, recorder)
+        if notes and isinstance(excinfo.value, AssertionError):
+            message = self.failure_text(
+                check, variant_id, recorder.where, recorder.last_result, notes
+            )
+            excinfo.value.args = (message,)  # the report, made after this, shows the notes
         path = None
         if recorder and recorder.last_images is not None:
             meta = {
@@ -231,7 +274,7 @@ class GateState:
             }
             npy = self.counterexample_path(check, variant_id)
             path = str(save_counterexample(npy, self.manifest.root, recorder.last_images, meta))
-        return check_record(recorder, True, path, message)
+        return check_record(recorder, True, path, message, diagnosis, evidence)
 
     def validate(self) -> None:
         """Probes, loads and test-runs the release; a bad one becomes a one-line UsageError."""

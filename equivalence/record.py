@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,8 @@ class CheckRecorder:
     worst: CompareResult | None = None
     last_images: np.ndarray | None = None
     last_result: CompareResult | None = None
+    #: Where the last failure happened ("a batch of shape ..."), set when a comparison fails.
+    where: str | None = None
 
     def start(self, images: np.ndarray) -> None:
         self.examples += 1
@@ -82,15 +85,23 @@ def counterexample_path(folder: Path, check: str, variant_id: str) -> Path:
 
 
 def failure_text(
-    check: str, variant_id: str, where: str, result: CompareResult, npy: Path, rerun: str
+    check: str,
+    variant_id: str,
+    where: str,
+    result: CompareResult,
+    npy: Path,
+    rerun: str,
+    notes: Sequence[str] = (),
 ) -> str:
-    """What a failing check says: what failed, the comparison, how to reproduce it."""
+    """What a failing check says: what failed, the comparison, ``notes`` (the closest
+    explanation, the evidence image), how to reproduce it."""
     from equivalence.checks import GATE_CHECKS
 
     return (
         f"{variant_id} fails the {check} check ({GATE_CHECKS[check].description}) "
         f"on {where}:\n{result}\n"
-        f"counterexample: {npy} (+ PNGs)\n"
+        + "".join(f"{note}\n" for note in notes)
+        + f"counterexample: {npy} (+ PNGs)\n"
         f"reproduce: {reproduce_command(npy)}\n"
         f"      or: {rerun}"
     )
@@ -138,10 +149,16 @@ def write_json_atomic(path: Path, document: Any) -> None:
 
 
 def check_record(
-    recorder: CheckRecorder | None, failed: bool, counterexample: str | None, message: str
+    recorder: CheckRecorder | None,
+    failed: bool,
+    counterexample: str | None,
+    message: str,
+    diagnosis: dict | None = None,
+    evidence: str | None = None,
 ) -> dict[str, Any]:
     """A check's outcome as plain data: the final failing result if it failed, else the worst
-    passing one (smallest margin)."""
+    passing one (smallest margin); for a failure against the reference pipeline, its
+    ``diagnosis`` (``equivalence.diagnose.Diagnosis.to_dict``) and ``evidence`` image path."""
     recorder = recorder or CheckRecorder()
     result = recorder.last_result if failed else recorder.worst
     metrics = None if result is None else result.to_dict()
@@ -152,6 +169,8 @@ def check_record(
         "margin": metrics["margin"] if metrics else None,
         "counterexample": counterexample,
         "message": message,
+        "diagnosis": diagnosis,
+        "evidence": evidence,
     }
 
 
@@ -178,6 +197,8 @@ CHECK_FIELDS = (
     "margin",
     "counterexample",
     "message",
+    "diagnosis",
+    "evidence",
 )
 
 

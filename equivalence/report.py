@@ -268,7 +268,24 @@ def summary_table(variants: list[dict], width: int = WIDTH) -> list[str]:
             + "".join(f" {cell:<6}" for cell in cells)
             + f" {margin:>6}"
         )
-    return [*lines, *textwrap.wrap(_LEGEND, width)]
+    return [*lines, *textwrap.wrap(_LEGEND, width), *_diagnoses(variants, width)]
+
+
+def _diagnoses(variants: list[dict], width: int) -> list[str]:
+    """A line per failure against the reference pipeline: its closest explanation."""
+    lines = []
+    for variant in variants:
+        for check in variant["checks"]:
+            diagnosis = check.get("diagnosis")
+            if not diagnosis:
+                continue
+            family = diagnosis.get("family") or "no known explanation"
+            lines += textwrap.wrap(
+                f"{variant['id']} {check['check']}: closest explanation {family}",
+                width,
+                subsequent_indent="    ",
+            )
+    return lines
 
 
 def _shorten(text: str, width: int) -> str:

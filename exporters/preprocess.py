@@ -130,17 +130,26 @@ def reference_preprocess(
 
     images = check_images(images)
     height, width = spec.size
-    out = np.empty((images.shape[0], 3, height, width), np.float32)
+    resized = [
+        cv2.resize(
+            image.astype(np.float32) if exact else image,
+            (width, height),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for image in images
+    ]
+    return normalize_pixels(np.stack(resized).reshape(len(images), height, width, 3), spec)
+
+
+def normalize_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Host normalisation of resized BGR pixels (N, H, W, 3), any dtype: float32, channel
+    flip when the model wants RGB, ``(x - mean) / std``, NCHW."""
+    pixels = pixels.astype(np.float32)
+    if spec.color == "rgb":
+        pixels = pixels[..., ::-1]
     mean = np.asarray(spec.mean, np.float32)
     std = np.asarray(spec.std, np.float32)
-    for i, image in enumerate(images):
-        source = image.astype(np.float32) if exact else image
-        resized = cv2.resize(source, (width, height), interpolation=cv2.INTER_LINEAR)
-        pixels = resized.astype(np.float32)
-        if spec.color == "rgb":
-            pixels = pixels[:, :, ::-1]
-        out[i] = ((pixels - mean) / std).transpose(2, 0, 1)
-    return out
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(0, 3, 1, 2))
 
 
 def fused_preprocess(data, spec: PreprocessSpec):

@@ -165,6 +165,29 @@ def dump_planted(module, preprocess, spec, path: Path) -> None:
     dump_graph(lambda data: module(preprocess(data, spec)), example, path, options)
 
 
+def plant(folder: Path, source: Path, bugs: dict) -> list[dict]:
+    """Dumps the built-in model of the release ``source`` behind each wrong preprocessing of
+    ``bugs`` ({name: function}) into ``folder``; returns their manifest entries, each claiming
+    to be a correct fused variant."""
+    from exporters.manifest import load_manifest
+    from exporters.release import builtin_module
+
+    manifest = load_manifest(source)
+    module = builtin_module(manifest.model)
+    entries = []
+    for name, preprocess in bugs.items():
+        dump_planted(module, preprocess, manifest.preprocess, folder / f"{name}.mge")
+        entries.append(
+            {
+                "id": f"{manifest.model}.{name}",
+                "file": f"{name}.mge",
+                "preprocessing": "fused",
+                "fuse_conv_bias_nonlinearity": True,
+            }
+        )
+    return entries
+
+
 def write_release(folder: Path, source: Path, entries: list[dict]) -> Path:
     """A hand-written manifest (a user's release: no "builtin" flag) in ``folder``."""
     data = json.loads((source / "manifest.json").read_text())
@@ -189,12 +212,7 @@ def _copy_variant(source: Path, folder: Path, variant_id: str, **changes) -> dic
 
 @pytest.fixture(scope="module")
 def planted_release(tiny_release, tmp_path_factory) -> Path:
-    from exporters.manifest import load_manifest
-    from exporters.release import builtin_module
-
     folder = tmp_path_factory.mktemp("planted")
-    spec = load_manifest(tiny_release).preprocess
-    module = builtin_module(MODEL)
     entries = [
         _copy_variant(tiny_release, folder, f"{MODEL}.external.cbn-off"),
         _copy_variant(tiny_release, folder, f"{MODEL}.fused.cbn-on"),
@@ -205,16 +223,7 @@ def planted_release(tiny_release, tmp_path_factory) -> Path:
             expected_failure="marked bad but correct: its expected failure is not caught",
         ),
     ]
-    for name, preprocess in PLANTED.items():
-        dump_planted(module, preprocess, spec, folder / f"{name}.mge")
-        entries.append(
-            {
-                "id": f"{MODEL}.{name}",
-                "file": f"{name}.mge",
-                "preprocessing": "fused",
-                "fuse_conv_bias_nonlinearity": True,
-            }
-        )
+    entries += plant(folder, tiny_release, PLANTED)
     return write_release(folder, tiny_release, entries)
 
 
