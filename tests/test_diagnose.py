@@ -54,8 +54,9 @@ def gate_run(planted_release, tmp_path_factory) -> dict[str, dict[str, dict]]:
     proc, document = run_gate(planted_release, out, "-k", selected)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     # The gate's summary names each failure's closest explanation.
-    assert f"fail  {MODEL}.crop: reference fail (crop), photos fail (crop)" in proc.stdout
-    assert f"fail  {MODEL}.brightness: reference fail (unexplained)" in proc.stdout
+    assert f"{MODEL}.crop reference: closest explanation crop" in proc.stdout
+    assert f"{MODEL}.crop photos: closest explanation crop" in proc.stdout
+    assert f"{MODEL}.brightness reference: closest explanation no known explanation" in proc.stdout
     return {v["id"]: {c["check"]: c for c in v["checks"]} for v in document["variants"]}
 
 
