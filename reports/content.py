@@ -150,6 +150,8 @@ _GATE_COLUMNS = {
     "examples": ("examples", fmt.integer),
     **{name.replace("_", " "): (name, fmt.general) for name in METRICS},
     "margin": ("margin", fmt.general),
+    "closest explanation": ("diagnosis", fmt.text),
+    "evidence": ("evidence", fmt.text),
     "message": ("message", fmt.text),
 }
 

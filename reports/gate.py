@@ -64,13 +64,24 @@ def check_rows(gate: dict | None) -> pd.DataFrame:
             "examples": _number(check.get("examples")),
             **_metrics(check),
             "margin": _number(check.get("margin")),
+            "diagnosis": _diagnosis(check.get("diagnosis")),
+            "evidence": _text(check.get("evidence")),
             "message": _text(check.get("message")),
         }
         for variant in _variants(gate)
         for check in _checks(variant) or [{}]
     ]
     columns = ["variant", "verdict", "expected_failure", "check", "check_verdict", "examples"]
-    return pd.DataFrame(rows, columns=[*columns, *METRICS, "margin", "message"])
+    tail = ["margin", "diagnosis", "evidence", "message"]
+    return pd.DataFrame(rows, columns=[*columns, *METRICS, *tail])
+
+
+def _diagnosis(diagnosis) -> str | None:
+    """A failure's closest explanation in words (``equivalence.diagnose``), or None."""
+    if not isinstance(diagnosis, dict):
+        return None
+    family = diagnosis.get("family")
+    return _text(family) if family else "no known explanation"
 
 
 def variant_summary(gate: dict | None) -> pd.DataFrame:

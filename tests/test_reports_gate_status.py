@@ -40,3 +40,20 @@ def test_the_report_lists_what_the_gate_did_not_cover(tmp_path):
     out = tmp_path / "out"
     assert main(["--benchmarks", str(storage), "--gate", str(gate), "--out", str(out)]) == 0
     assert f"Not covered: {NO_EAGER_SOURCE}" in (out / "report.md").read_text()
+
+
+def test_the_report_shows_each_failure_s_closest_explanation_and_evidence(tmp_path):
+    storage, gate = syn.demo_storage(tmp_path)
+    data = json.loads(gate.read_text())
+    check = data["variants"][0]["checks"][0]
+    check.update(
+        verdict="fail",
+        diagnosis={"family": "crop", "figure": 0.99998, "reference_figure": 0.31},
+        evidence="/results/counterexamples/v/evidence.png",
+    )
+    gate.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    assert main(["--benchmarks", str(storage), "--gate", str(gate), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "closest explanation" in text and "| crop |" in text.replace("  ", " ")
+    assert "/results/counterexamples/v/evidence.png" in text
