@@ -125,6 +125,10 @@ def pytest_collection_modifyitems(config, items):
     # Raised here, not during collection, so pytest prints one "ERROR: ..." line, no traceback.
     if COLLECTION_ERROR in config.stash:
         raise pytest.UsageError(config.stash[COLLECTION_ERROR])
+    if CASES in config.stash and not config.pluginmanager.has_plugin("benchmark"):
+        raise pytest.UsageError(
+            "the benchmarks need pytest-benchmark: pip install 'mge-release-harness[bench]'"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -135,12 +139,14 @@ def bench_state(pytestconfig):
     state.runners.close()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-benchmark's: the [bench] extra
 def pytest_benchmark_update_machine_info(config, machine_info):
     from bench.machine import machine_info as megengine_info
 
     machine_info.update(megengine_info())
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-benchmark's: the [bench] extra
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     config.stash[STATE].saved_run = {
         "datetime": output_json.get("datetime"),

@@ -403,7 +403,11 @@ def pytest_configure_node(node):
 
 def _prepare_items(config, state, gate_items) -> None:
     # Raised here, not during collection, so pytest prints one "ERROR: ..." line, no traceback.
-    if state.error:
+    # A session that never asked for the release (no gate or benchmark tests, as in a project
+    # that merely has the plugin installed) does not export or load one here.
+    from exporters.session import release_requested
+
+    if release_requested(config) and state.error:
         raise pytest.UsageError(state.error)
     if not gate_items:
         return

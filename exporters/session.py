@@ -58,6 +58,11 @@ def with_eager_option(manifest: Manifest, factory: str | None, weights: str | No
     return replace(manifest, source=ModelSource(factory, path, sha, origin="--eager"))
 
 
+def release_requested(config) -> bool:
+    """Whether anything in this session has asked for its release yet."""
+    return _KEY in config.stash
+
+
 def session_release(config) -> SessionRelease:
     """The release of this pytest session (``--release`` or the built-in ``--model``), loaded
     once per process."""
