@@ -74,15 +74,26 @@ def _pytest_on(command: str, suite: str, extra: str | None) -> Callable[[list[st
                 f"{command}: expected the release folder DIR first{got} (see {PROG} {command} --help)"
             )
         _require(extra)
-        import pytest
-
         rootdir = [] if any(a.startswith("--rootdir") for a in args) else ["--rootdir", "."]
-        # By the entry point's name: pytest then skips the entry point and a checkout's conftest.
-        plugin = ["-p", "mge_harness.pytest_plugin"]
-        argv = [*plugin, "--pyargs", suite, "--release", args[0], *rootdir, *args[1:]]
-        return int(pytest.main(argv))
+        argv = [*_plugin_option(), "--pyargs", suite, "--release", args[0], *rootdir, *args[1:]]
+        # A child process: pytest marks the installed harness's modules for assertion rewriting,
+        # and this process has imported some of them already.
+        return subprocess.run([sys.executable, "-m", "pytest", *argv]).returncode
 
     return run
+
+
+PLUGIN = "mge_harness.pytest_plugin"
+
+
+def _plugin_option() -> list[str]:
+    """``-p mge_harness.pytest_plugin`` when its ``pytest11`` entry point is not installed (a
+    checkout on ``PYTHONPATH``). The name is the entry point's, so pytest loads it once either way
+    (a checkout's conftest.py names it too)."""
+    from importlib.metadata import entry_points
+
+    installed = any(ep.name == PLUGIN for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", PLUGIN]
 
 
 #: extra -> the modules it installs that the harness imports.
