@@ -1,0 +1,102 @@
+"""``mge-harness`` from a checkout on PYTHONPATH, the plugin's single registration, the cache
+folder and the recorded version (the installed wheel: ``tests/test_install.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporters import release, version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def harness(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "mge_harness", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_release() -> Path:
+    return release.builtin_release("tiny", progress=None)
+
+
+def test_help_lists_every_command(tmp_path):
+    result = harness("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("export", "gate", "bench", "report", "classify", "tune", "run"):
+        assert f"\n  {command} " in result.stdout
+
+
+def test_version_is_the_projects(tmp_path):
+    result = harness("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mge-harness {version.harness_version()}"
+    assert version.harness_version() == version._checkout_version() != "unknown"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["nope"], "unknown command 'nope'"),
+        (["gate"], "gate: expected the release folder DIR first"),
+        (["bench", "-q"], "bench: expected the release folder DIR first, got -q"),
+        (["export", "--model", "nope", "--out", "x"], "nope"),
+    ],
+)
+def test_mistakes_are_one_line(tmp_path, args, fragment):
+    result = harness(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_gate_runs_on_a_release_from_any_folder(tmp_path, tiny_release):
+    result = harness("gate", tiny_release, "-q", "-k", "test_reference", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads((tmp_path / "results" / "gate.json").read_text())
+    assert document["harness_version"] == version.harness_version()
+    assert document["status"] == "partial"
+
+
+def test_plugin_loads_once_beside_the_checkouts_conftest():
+    """Named twice (-p and the root conftest), the plugin registers once: no 'option --release
+    already added'."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "pytest", "-p", "mge_harness.pytest_plugin", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("--release=DIR") == 1 and "--gate-json" in result.stdout
+
+
+def test_cache_root_is_the_checkouts_in_a_checkout(monkeypatch):
+    monkeypatch.delenv("MGE_HARNESS_CACHE", raising=False)
+    assert release.cache_root() == ROOT / ".harness-cache"
+    monkeypatch.setenv("MGE_HARNESS_CACHE", "/some/where")
+    assert release.cache_root() == Path("/some/where")
+
+
+def test_cache_root_is_the_users_when_installed(monkeypatch, tmp_path):
+    """Not a checkout (no pyproject.toml naming this project beside the packages)."""
+    monkeypatch.setattr(version, "_PYPROJECT", tmp_path / "pyproject.toml")
+    version._checkout_version.cache_clear()
+    try:
+        monkeypatch.delenv("MGE_HARNESS_CACHE", raising=False)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert release.cache_root() == tmp_path / "xdg" / "mge-harness"
+        monkeypatch.delenv("XDG_CACHE_HOME")
+        monkeypatch.setenv("HOME", str(tmp_path))
+        assert release.cache_root() == tmp_path / ".cache" / "mge-harness"
+        (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\nversion = "9"\n')
+        version._checkout_version.cache_clear()
+        assert version.source_checkout() is None
+    finally:
+        version._checkout_version.cache_clear()
