@@ -1,4 +1,4 @@
-"""pytest plugin of the Lite latency benchmarks (loaded by the root conftest).
+"""pytest plugin of the Lite latency benchmarks (loaded by ``mge_harness.pytest_plugin``).
 
 Options (``pytest bench/ --benchmark-autosave ...``):
 
@@ -7,8 +7,8 @@ Options (``pytest bench/ --benchmark-autosave ...``):
 * ``--tuned FILE``: also benchmark every variant ``FILE`` (a ``tuned.json`` from
   ``python -m bench.tune``) names on its recommended config, as device ``tuned``
   (see ``bench.cases``).
-* ``--probe-timeout SECONDS`` (root conftest, shared with the gate): how long a variant's
-  crash-isolation probe may take. Defaults to 120.
+* ``--probe-timeout SECONDS`` (``mge_harness.pytest_plugin``, shared with the gate): how long
+  a variant's crash-isolation probe may take. Defaults to 120.
 
 With ``--benchmark-save``/``--benchmark-autosave`` raw timings are always saved (as if
 ``--benchmark-save-data`` were given), and cases that could not be measured go to a

@@ -1,6 +1,7 @@
 """The release under test in a pytest session: resolved and validated once, shared by everyone.
 
-The root conftest's fixtures, the gate's plugin and the benchmarks' plugin all ask for the release
+The harness plugin's fixtures (``mge_harness.pytest_plugin``), the gate's plugin and the
+benchmarks' plugin all ask for the release
 (the plugins during collection, since variant ids are test ids). ``session_release(config)``
 resolves ``--release`` (or exports the built-in ``--model`` release), loads and verifies its
 manifest (hashing every ``.mge`` once) and caches the outcome on the pytest config, so every
