@@ -100,3 +100,31 @@ def test_cache_root_is_the_users_when_installed(monkeypatch, tmp_path):
         assert version.source_checkout() is None
     finally:
         version._checkout_version.cache_clear()
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    from exporters.errors import HarnessError
+    from mge_harness import cli
+    from reports import errors
+
+    def find_spec(name):
+        return None if name in ("pandas", "pytest_benchmark") else object()
+
+    monkeypatch.setattr(cli, "find_spec", find_spec)
+    with pytest.raises(HarnessError, match=r"pytest_benchmark missing: .*\[bench\]'"):
+        cli._require("bench")
+    with pytest.raises(HarnessError, match=r"pandas missing: .*\[reports\]'"):
+        cli._require("reports")
+    monkeypatch.setattr("importlib.util.find_spec", find_spec)
+    with pytest.raises(errors.ReportError, match=r"reports need pandas: .*\[reports\]'"):
+        errors.require_reports_extra()
+
+
+def test_benchmarks_without_pytest_benchmark_name_the_extra(tiny_release):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "pytest", "bench", "--release", str(tiny_release),
+               "-p", "no:benchmark", "-p", "no:cacheprovider", "-q"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "ERROR: the benchmarks need pytest-benchmark: pip install " in result.stderr
+    assert "[bench]" in result.stderr and "Traceback" not in result.stderr
