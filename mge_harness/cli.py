@@ -8,7 +8,7 @@ Each subcommand is a thin front; its options are those of the entry point it run
     mge-harness report ...            python -m reports ...
     mge-harness classify ...          python -m exporters.classify ...
     mge-harness tune ...              python -m bench.tune ...
-    mge-harness run --model M [--out DIR] [--profile P]
+    mge-harness run --model M [--out DIR] [--profile P] [-- BENCH PYTEST ARGS]
                                       export -> gate -> bench -> report (as tox -e bench)
 
 ``gate`` and ``bench`` work on a release from any folder: pytest's rootdir is the current folder
@@ -113,11 +113,16 @@ def _require(*extras: str | None) -> None:
 def _run(args: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # one line instead of usage + message
+            raise HarnessError(f"run: {message} (see {PROG} run --help)")
+
+    parser = Parser(
         prog=f"{PROG} run",
         description="Export a model's release, gate it, benchmark it and write the report, "
         "as tox -e bench does. The benchmarks and the report run after a failed gate; the "
-        "exit status is then 1.",
+        "exit status is then 1. Arguments after -- go to the benchmarks' pytest run "
+        "(e.g. -- --full-grid).",
     )
     parser.add_argument("--model", required=True, help="a built-in model or package.module:factory")
     parser.add_argument(
@@ -128,7 +133,8 @@ def _run(args: list[str]) -> int:
     parser.add_argument(
         "--profile", default="ci", help="Hypothesis profile of the gate (default: ci)"
     )
-    options = parser.parse_args(args)
+    cut = args.index("--") if "--" in args else len(args)
+    options, bench_args = parser.parse_args(args[:cut]), args[cut + 1 :]
     _require("bench", "reports")
     out = Path(options.out)
     release = str(out / "release")
@@ -146,7 +152,7 @@ def _run(args: list[str]) -> int:
         "--gate-json", str(gate_json), "--junitxml", str(out / "gate-junit.xml"),
         "--counterexamples", str(out / "counterexamples"),
     )  # fmt: skip
-    status = step("bench", release, "--benchmark-autosave")
+    status = step("bench", release, "--benchmark-autosave", *bench_args)
     if status:
         return status
     status = step("report", "--gate", str(gate_json), "--out", str(out), "--require-gate-pass")

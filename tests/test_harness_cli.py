@@ -128,3 +128,25 @@ def test_benchmarks_without_pytest_benchmark_name_the_extra(tiny_release):
     assert result.returncode == 4, result.stdout + result.stderr
     assert "ERROR: the benchmarks need pytest-benchmark: pip install " in result.stderr
     assert "[bench]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_exports_gates_benchmarks_and_reports(tmp_path):
+    """As tox -e bench does; arguments after -- go to the benchmarks (one quick case here)."""
+    result = harness("run", "--model", "tiny", "--out", "out", "--", "--devices", "cpu",
+                     "--batch-sizes", "1", "-k", "tiny.fused.cbn-on-b1-cpu-model", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "out"
+    assert json.loads((out / "gate.json").read_text())["passed"] is True
+    assert (out / "release" / "manifest.json").is_file() and (out / "gate-junit.xml").is_file()
+    report = (out / "report.md").read_text()
+    assert f"harness `{version.harness_version()}`" in report
+    (saved,) = (tmp_path / ".benchmarks").glob("*/0001_*.json")
+    assert json.loads(saved.read_text())["machine_info"]["harness_version"]
+
+
+def test_run_mistakes_are_one_line(tmp_path):
+    result = harness("run", "--out", "x", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: run: the following arguments are required: --model (see mge-harness run --help)"
+    )
