@@ -69,7 +69,12 @@ def session_release(config) -> SessionRelease:
     once per process."""
     if _KEY not in config.stash:
         from exporters.manifest import load_manifest
+        from exporters.quiet import probe_cuda_quietly
         from exporters.release import resolve_release
+
+        # MegEngine's CUDA probe chatter (nine info:/debug: lines on a machine without a GPU)
+        # is triggered with stderr silenced, before anything exports or loads a model.
+        probe_cuda_quietly()
 
         try:
             root = resolve_release(config.getoption("release"), config.getoption("model"))

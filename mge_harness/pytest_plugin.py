@@ -74,14 +74,11 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    """Adds the warning filters, then triggers MegEngine's CUDA probe chatter (nine
-    info:/debug: lines on a machine without a GPU) with stderr silenced, before anything
-    exports or loads a model."""
+    """Adds the warning filters. (MegEngine's CUDA probe chatter is silenced when the session
+    first asks for its release, ``exporters.session``: a session that runs none of the
+    harness's tests does not import MegEngine.)"""
     for line in WARNING_FILTERS:
         config.addinivalue_line("filterwarnings", line)
-    from exporters.quiet import probe_cuda_quietly
-
-    probe_cuda_quietly()
 
 
 @pytest.fixture(scope="session")
