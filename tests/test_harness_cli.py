@@ -4,7 +4,6 @@ folder and the recorded version (the installed wheel: ``tests/test_install.py``)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from exporters import release, version
+from tests.hardening_models import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def harness(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     return subprocess.run(
         [sys.executable, "-m", "mge_harness", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
@@ -70,7 +70,7 @@ def test_gate_runs_on_a_release_from_any_folder(tmp_path, tiny_release):
 def test_plugin_loads_once_beside_the_checkouts_conftest():
     """Named twice (-p and the root conftest), the plugin registers once: no 'option --release
     already added'."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     command = [sys.executable, "-m", "pytest", "-p", "mge_harness.pytest_plugin", "--help"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
@@ -121,7 +121,7 @@ def test_a_missing_extra_is_named(monkeypatch):
 
 
 def test_benchmarks_without_pytest_benchmark_name_the_extra(tiny_release):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     command = [sys.executable, "-m", "pytest", "bench", "--release", str(tiny_release),
                "-p", "no:benchmark", "-p", "no:cacheprovider", "-q"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)

@@ -87,8 +87,8 @@ def installed(tmp_path_factory):
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("PYTHONPATH", "MGE_HARNESS_CACHE", "PYTEST_ADDOPTS")
-    }
+        if key not in ("PYTHONPATH", "MGE_HARNESS_CACHE") and not key.startswith("PYTEST_")
+    }  # PYTEST_XDIST_* would make a child pytest believe it is a worker
     env["XDG_CACHE_HOME"] = str(tmp / "user-cache")
     work = tmp / "work"
     work.mkdir()
