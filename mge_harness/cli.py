@@ -34,28 +34,15 @@ from exporters.errors import EXIT_USAGE, HarnessError, run_cli
 PROG = "mge-harness"
 
 
-def _export(args: list[str]) -> int:
-    from exporters.__main__ import main
+def _front(module: str) -> Callable[[list[str]], int]:
+    """The ``main(argv)`` of ``python -m MODULE``, imported when the command runs."""
 
-    return run_cli(main, args)
+    def run(args: list[str]) -> int:
+        from importlib import import_module
 
+        return import_module(module).main(args)
 
-def _classify(args: list[str]) -> int:
-    from exporters.classify import main
-
-    return run_cli(main, args)
-
-
-def _tune(args: list[str]) -> int:
-    from bench.tune import main
-
-    return run_cli(main, args)
-
-
-def _report(args: list[str]) -> int:
-    from reports.cli import main
-
-    return main(args)
+    return run
 
 
 def _pytest_on(command: str, suite: str, extra: str | None) -> Callable[[list[str]], int]:
@@ -160,12 +147,12 @@ def _run(args: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "export": _export,
+    "export": _front("exporters.__main__"),
     "gate": _pytest_on("gate", "equivalence", None),
     "bench": _pytest_on("bench", "bench", "bench"),
-    "report": _report,
-    "classify": _classify,
-    "tune": _tune,
+    "report": _front("reports.cli"),
+    "classify": _front("exporters.classify"),
+    "tune": _front("bench.tune"),
     "run": _run,
 }
 
