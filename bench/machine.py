@@ -86,8 +86,11 @@ def machine_info() -> dict:
     import megengine
     import megenginelite
 
+    from exporters.version import harness_version
+
     model, flags = cpu_model_and_flags()
     return {
+        "harness_version": harness_version(),
         "megengine_version": megengine.__version__,
         "lite_version": megenginelite.__version__,
         "cpu_model": model,

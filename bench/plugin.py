@@ -1,4 +1,4 @@
-"""pytest plugin of the Lite latency benchmarks (loaded by the root conftest).
+"""pytest plugin of the Lite latency benchmarks (loaded by ``mge_harness.pytest_plugin``).
 
 Options (``pytest bench/ --benchmark-autosave ...``):
 
@@ -7,8 +7,8 @@ Options (``pytest bench/ --benchmark-autosave ...``):
 * ``--tuned FILE``: also benchmark every variant ``FILE`` (a ``tuned.json`` from
   ``python -m bench.tune``) names on its recommended config, as device ``tuned``
   (see ``bench.cases``).
-* ``--probe-timeout SECONDS`` (root conftest, shared with the gate): how long a variant's
-  crash-isolation probe may take. Defaults to 120.
+* ``--probe-timeout SECONDS`` (``mge_harness.pytest_plugin``, shared with the gate): how long
+  a variant's crash-isolation probe may take. Defaults to 120.
 
 With ``--benchmark-save``/``--benchmark-autosave`` raw timings are always saved (as if
 ``--benchmark-save-data`` were given), and cases that could not be measured go to a
@@ -125,6 +125,10 @@ def pytest_collection_modifyitems(config, items):
     # Raised here, not during collection, so pytest prints one "ERROR: ..." line, no traceback.
     if COLLECTION_ERROR in config.stash:
         raise pytest.UsageError(config.stash[COLLECTION_ERROR])
+    if CASES in config.stash and not config.pluginmanager.has_plugin("benchmark"):
+        raise pytest.UsageError(
+            "the benchmarks need pytest-benchmark: pip install 'mge-release-harness[bench]'"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -135,12 +139,14 @@ def bench_state(pytestconfig):
     state.runners.close()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-benchmark's: the [bench] extra
 def pytest_benchmark_update_machine_info(config, machine_info):
     from bench.machine import machine_info as megengine_info
 
     machine_info.update(megengine_info())
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-benchmark's: the [bench] extra
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     config.stash[STATE].saved_run = {
         "datetime": output_json.get("datetime"),

@@ -1,4 +1,4 @@
-"""pytest plugin of the equivalence gate (loaded by the root conftest).
+"""pytest plugin of the equivalence gate (loaded by ``mge_harness.pytest_plugin``).
 
 ``pytest equivalence/ --release DIR`` checks every variant of a release folder; without
 ``--release`` it gates the built-in release of ``--model`` (default resnet18). Options:
@@ -6,8 +6,8 @@
 * ``--tolerances FILE``: a ``.json``/``.toml`` file overriding the default tolerances.
 * ``--gate-json PATH``: where the gate's verdicts go. Defaults to ``results/gate.json``.
 * ``--counterexamples DIR``: where failing inputs are saved. Defaults to ``results/counterexamples``.
-* ``--probe-timeout SECONDS`` (root conftest, shared with the benchmarks): how long a variant's
-  crash-isolation probe may take. Defaults to 120.
+* ``--probe-timeout SECONDS`` (``mge_harness.pytest_plugin``, shared with the benchmarks): how
+  long a variant's crash-isolation probe may take. Defaults to 120.
 
 A bad release (missing folder or manifest, bad JSON or keys, a ``.mge`` that does not load or
 run) stops the session with one ``ERROR: ...`` line before any check runs. Every variant is
@@ -446,7 +446,11 @@ def pytest_configure_node(node):
 
 def _prepare_items(config, state, gate_items) -> None:
     # Raised here, not during collection, so pytest prints one "ERROR: ..." line, no traceback.
-    if state.error:
+    # A session that never asked for the release (no gate or benchmark tests, as in a project
+    # that merely has the plugin installed) does not export or load one here.
+    from exporters.session import release_requested
+
+    if release_requested(config) and state.error:
         raise pytest.UsageError(state.error)
     if not gate_items:
         return

@@ -234,7 +234,10 @@ def gate_document(
         }
         for variant, checks in by_variant.items()
     ]
+    from exporters.version import harness_version
+
     return {
+        "harness_version": harness_version(),
         "release": release,
         "model": model,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

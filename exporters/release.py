@@ -13,8 +13,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def cache_root() -> Path:
-    """Where built-in releases live: ``$MGE_HARNESS_CACHE``, defaults to ``<repo>/.harness-cache``."""
-    return Path(os.environ.get("MGE_HARNESS_CACHE") or REPO_ROOT / ".harness-cache")
+    """Where built-in releases live: ``$MGE_HARNESS_CACHE``. Defaults to ``<repo>/.harness-cache``
+    when running from a source checkout of this project, else to the user's cache folder,
+    ``$XDG_CACHE_HOME/mge-harness`` (``~/.cache/mge-harness``)."""
+    from exporters.version import source_checkout
+
+    if os.environ.get("MGE_HARNESS_CACHE"):
+        return Path(os.environ["MGE_HARNESS_CACHE"])
+    checkout = source_checkout()
+    if checkout is not None:
+        return checkout / ".harness-cache"
+    user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(user_cache) / "mge-harness"
 
 
 def builtin_release(

@@ -1,6 +1,7 @@
 """The release under test in a pytest session: resolved and validated once, shared by everyone.
 
-The root conftest's fixtures, the gate's plugin and the benchmarks' plugin all ask for the release
+The harness plugin's fixtures (``mge_harness.pytest_plugin``), the gate's plugin and the
+benchmarks' plugin all ask for the release
 (the plugins during collection, since variant ids are test ids). ``session_release(config)``
 resolves ``--release`` (or exports the built-in ``--model`` release), loads and verifies its
 manifest (hashing every ``.mge`` once) and caches the outcome on the pytest config, so every
@@ -58,12 +59,22 @@ def with_eager_option(manifest: Manifest, factory: str | None, weights: str | No
     return replace(manifest, source=ModelSource(factory, path, sha, origin="--eager"))
 
 
+def release_requested(config) -> bool:
+    """Whether anything in this session has asked for its release yet."""
+    return _KEY in config.stash
+
+
 def session_release(config) -> SessionRelease:
     """The release of this pytest session (``--release`` or the built-in ``--model``), loaded
     once per process."""
     if _KEY not in config.stash:
         from exporters.manifest import load_manifest
+        from exporters.quiet import probe_cuda_quietly
         from exporters.release import resolve_release
+
+        # MegEngine's CUDA probe chatter (nine info:/debug: lines on a machine without a GPU)
+        # is triggered with stderr silenced, before anything exports or loads a model.
+        probe_cuda_quietly()
 
         try:
             root = resolve_release(config.getoption("release"), config.getoption("model"))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from reports import defaults
-from reports.errors import ReportError
+from reports.errors import ReportError, require_reports_extra
 
 EPILOG = """\
 examples:
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     try:
         args = parser().parse_args(argv)
+        require_reports_extra()
         return _compare(args) if args.compare else _report(args)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

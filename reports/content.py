@@ -136,6 +136,7 @@ def gate_section(gate: dict | None) -> Section | None:
 
 
 _GATE_FACTS = {
+    "harness_version": "harness",
     "release": "Release",
     "model": "model",
     "created": "created",
@@ -301,7 +302,12 @@ def runs_section(inputs: ReportInputs) -> Section:
     return Section("Runs", (Table(fmt.drop_blank_columns(fmt.display(frame, columns))),))
 
 
-_RUN_TITLES = {"megengine_version": "MegEngine", "lite_version": "Lite", "cpu": "CPU"}
+_RUN_TITLES = {
+    "harness_version": "harness",
+    "megengine_version": "MegEngine",
+    "lite_version": "Lite",
+    "cpu": "CPU",
+}
 
 
 _DEFINITIONS = (

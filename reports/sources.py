@@ -63,6 +63,7 @@ class SavedRun:
         return {
             "host": _text(info.get("node")),
             "commit": f"{str(commit)[:12]}{dirty}" if commit else None,
+            "harness_version": _text(info.get("harness_version")),
             "megengine_version": _text(info.get("megengine_version")),
             "lite_version": _text(info.get("lite_version")),
             "cpu": _text(cpu),

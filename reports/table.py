@@ -18,7 +18,16 @@ from reports.gate import variant_summary
 from reports.sources import SavedRun
 from reports.stats import STAT_FIELDS, timing_stats
 
-PROVENANCE = ("host", "commit", "megengine_version", "lite_version", "cpu", "threads", "cuda")
+PROVENANCE = (
+    "host",
+    "commit",
+    "harness_version",
+    "megengine_version",
+    "lite_version",
+    "cpu",
+    "threads",
+    "cuda",
+)
 
 KEY = ("benchmark", "device", "mode", "batch", "image_size")
 """What identifies one measured configuration across runs."""

