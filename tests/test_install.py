@@ -82,7 +82,10 @@ def installed(tmp_path_factory):
     purelib = _sh([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     base = sysconfig.get_paths()["purelib"]
     (Path(purelib.stdout.strip()) / "_harness_base_site.pth").write_text(f"{base}\n")
-    done = _sh([python, "-m", "pip", "install", "--no-deps", "--no-index", wheel])
+    # --ignore-installed: this environment's own install of the harness (editable, or tox's) is
+    # visible through the .pth line and would make pip skip the wheel as "already satisfied".
+    install = [python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed"]
+    done = _sh([*install, wheel])
     assert done.returncode == 0, done.stderr
     env = {
         key: value
