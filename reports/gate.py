@@ -16,6 +16,8 @@ METRICS = (
     "max_rel",
     "mean_abs",
     "cosine",
+    "spread_ratio",  # the scale-free rule (equivalence/README.md): error over between-image spread
+    "centred_cosine",
     "mismatch_fraction",
     "top1_agreement",
     "top5_agreement",

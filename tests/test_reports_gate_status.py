@@ -51,9 +51,11 @@ def test_the_report_shows_each_failure_s_closest_explanation_and_evidence(tmp_pa
         diagnosis={"family": "crop", "figure": 0.99998, "reference_figure": 0.31},
         evidence="/results/counterexamples/v/evidence.png",
     )
+    check["metrics"] = {**(check.get("metrics") or {}), "spread_ratio": 0.587}
     gate.write_text(json.dumps(data))
     out = tmp_path / "out"
     assert main(["--benchmarks", str(storage), "--gate", str(gate), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "closest explanation" in text and "| crop |" in text.replace("  ", " ")
     assert "/results/counterexamples/v/evidence.png" in text
+    assert "spread ratio" in text and "0.587" in text  # the scale-free rule's figure
