@@ -133,16 +133,22 @@ def _eager(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
     return ref, infer(pool.image(entry), images)
 
 
-def _batch(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
-    runner = pool.image(entry)
+def one_by_one(runner, images: np.ndarray, batched: Outputs) -> Outputs:
+    """``runner``'s outputs for ``images`` fed one image at a time, stacked like ``batched`` (its
+    outputs for the whole batch). An output without a batch axis (a detector's anchors) is the
+    same for any batch: the first image's is kept."""
     singles = [infer(runner, images[i : i + 1]) for i in range(len(images))]
-    batched = infer(runner, images)
     alone = {}
     for name, first in singles[0].items():
-        # An output without a batch axis (a detector's anchors) is the same for any batch.
         per_image = np.ndim(first) and len(first) == 1 and len(batched.get(name, ())) == len(images)
         alone[name] = np.concatenate([s[name] for s in singles]) if per_image else first
-    return alone, batched
+    return alone
+
+
+def _batch(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
+    runner = pool.image(entry)
+    batched = infer(runner, images)
+    return one_by_one(runner, images, batched), batched
 
 
 def _determinism(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):

@@ -253,8 +253,7 @@ def _scale_free(ref: np.ndarray, out: np.ndarray, scale: OutputScale) -> dict[st
     """The scale-free metrics: the worst row's RMS error over the spread, and the cosine of the
     centred outputs over the whole batch (NaN when the batch's own deviation from the centre is
     under a tenth of the spread, where the cosine would measure noise)."""
-    rows_error = np.sqrt(np.mean(_rows(out - ref) ** 2, axis=1))
-    ratio = float(rows_error.max()) / scale.spread
+    ratio = worst_row_rms(out - ref) / scale.spread
     try:
         centre = np.broadcast_to(scale.centre, ref.shape)
     except ValueError:  # another shape than the scale was measured on: no centred cosine
@@ -311,6 +310,12 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         quotient = num / den
     return np.where(num <= 0, 0.0, np.where(den > 0, quotient, math.inf))
+
+
+def worst_row_rms(difference: np.ndarray) -> float:
+    """The largest RMS over the elements of one batch row (axis 0) of ``difference``."""
+    rows = _rows(np.asarray(difference, np.float64))
+    return float(np.sqrt(np.mean(rows**2, axis=1)).max()) if rows.size else 0.0
 
 
 def _rows(values: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from equivalence.checks import GATE_CHECKS, infer
+from equivalence.checks import GATE_CHECKS, infer, one_by_one
 from equivalence.compare import CompareResult, compare_outputs
 from equivalence.photos import same_top1
 from equivalence.tolerances import ToleranceTable
@@ -217,13 +217,7 @@ class Gate:
             images = distinct_images(self.manifest.preprocess.size)
             reference = self.pool.reference()
             outputs = infer(reference, images)
-            singles = [infer(reference, images[i : i + 1]) for i in range(len(images))]
-            alone = {
-                name: np.concatenate([s[name] for s in singles])
-                for name in outputs
-                if all(len(s[name]) == 1 for s in singles)
-            }
-            self._distinct_outputs = images, outputs, alone
+            self._distinct_outputs = images, outputs, one_by_one(reference, images, outputs)
         return self._distinct_outputs
 
     @property

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.compare import OutputScale
+from equivalence.compare import OutputScale, worst_row_rms
 from exporters.errors import HarnessError
 
 #: The spread must be at least this many times the float noise.
@@ -82,13 +82,6 @@ class Spread:
         )
 
 
-def row_rms(difference: np.ndarray) -> float:
-    """The worst batch row's RMS of ``difference``."""
-    values = np.asarray(difference, np.float64)
-    rows = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(1, -1)
-    return float(np.sqrt(np.mean(rows**2, axis=1)).max()) if rows.size else 0.0
-
-
 def spread(outputs: np.ndarray, name: str = "", alone: np.ndarray | None = None) -> Spread:
     """The between-image spread of ``outputs`` (batch on axis 0), in float64; ``alone``, the
     same images run one by one, gives the float noise."""
@@ -97,7 +90,7 @@ def spread(outputs: np.ndarray, name: str = "", alone: np.ndarray | None = None)
     rms = float(np.sqrt(np.mean(values**2)))
     noise = 0.0
     if alone is not None and np.shape(alone) == np.shape(outputs):
-        noise = row_rms(np.asarray(alone, np.float64) - np.asarray(outputs, np.float64))
+        noise = worst_row_rms(np.asarray(alone, np.float64) - np.asarray(outputs, np.float64))
     return Spread(name, float(np.sqrt(np.mean(centred**2))), rms, len(outputs), noise)
 
 
