@@ -32,9 +32,15 @@ WARNING_FILTERS = (
 
 _SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
-settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=_SLOW_DATA)
+# Each profile starts from Hypothesis's "default" profile, not from whichever is loaded now: under
+# a CI runner that is Hypothesis's "ci" one, whose database=None "dev" would otherwise inherit.
+_BASE = settings.get_profile("default")
+settings.register_profile(
+    "dev", _BASE, max_examples=10, deadline=None, suppress_health_check=_SLOW_DATA
+)
 settings.register_profile(
     "ci",
+    _BASE,
     max_examples=20,
     deadline=None,
     derandomize=True,
@@ -43,10 +49,19 @@ settings.register_profile(
     suppress_health_check=_SLOW_DATA,
 )
 settings.register_profile(
-    "release", max_examples=500, deadline=None, print_blob=True, suppress_health_check=_SLOW_DATA
+    "release",
+    _BASE,
+    max_examples=500,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_DATA,
 )
 if settings.get_current_profile_name() == "default":  # a profile loaded earlier wins
     settings.load_profile("dev")
+elif settings.get_current_profile_name() == "ci":
+    # Hypothesis loads its own "ci" profile (100 examples) under a CI runner (CI=true and the
+    # like); the harness's "ci", registered above under the same name, is the one meant.
+    settings.load_profile("ci")
 
 
 def pytest_addoption(parser):

@@ -77,6 +77,27 @@ def test_plugin_loads_once_beside_the_checkouts_conftest():
     assert result.stdout.count("--release=DIR") == 1 and "--gate-json" in result.stdout
 
 
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_profiles_are_the_harnesss_under_a_ci_runner(ci):
+    """Under a CI runner Hypothesis loads its own "ci" profile (100 examples, no database) at
+    import; the plugin swaps in its own "ci" (20 examples), and "dev" keeps its database."""
+    code = (
+        "import mge_harness.pytest_plugin; from hypothesis import settings as s; "
+        "print(s.get_current_profile_name(), s.default.max_examples, "
+        "s.get_profile('dev').database is not None)"
+    )
+    from hypothesis import _settings  # the variables by which Hypothesis detects a CI runner
+
+    markers = set(getattr(_settings, "_CI_VARS", {"CI": None}))
+    env = {k: v for k, v in child_env().items() if k not in markers}
+    if ci:
+        env["CI"] = ci
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    expected = "ci 20 True" if ci else "dev 10 True"
+    assert result.stdout.split()[-3:] == expected.split()
+
+
 def test_cache_root_is_the_checkouts_in_a_checkout(monkeypatch):
     monkeypatch.delenv("MGE_HARNESS_CACHE", raising=False)
     assert release.cache_root() == ROOT / ".harness-cache"

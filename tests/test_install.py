@@ -127,8 +127,10 @@ def test_export_and_gate_from_an_empty_folder(installed):
     assert document["passed"] is True and document["harness_version"] == harness_version()
 
     (work / "results" / "gate.json").unlink()
+    # --hypothesis-profile=dev: the profile with an example database, named, since under a CI
+    # runner (CI=true) Hypothesis starts from its own "ci" profile, which has none.
     command = [bin_dir / "python", "-m", "pytest", "--pyargs", "equivalence", "--release",
-               release, "-p", "no:cacheprovider"]  # fmt: skip
+               release, "-p", "no:cacheprovider", "--hypothesis-profile=dev"]  # fmt: skip
     pyargs = _sh(command, cwd=work, env=env)  # the options come from the entry point
     assert pyargs.returncode == 0, pyargs.stdout + pyargs.stderr
     assert "gate PASSED" in pyargs.stdout
