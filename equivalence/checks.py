@@ -43,7 +43,19 @@ EfficientNet-Lite0 into 3.02, 1 - cosine 0.307 (1x2 and 3x1 images; margin -0.47
 catch align_corners=True on Lite0's photos. The defaults were kept, not tightened: they were set
 on random weights and the margins above leave room. Planted preprocessing bugs miss by 5 to 250
 (README). fuse/batch/eager: float reassociation only (other kernels or batch shapes).
-determinism is exact: the same network on the same input must repeat bit for bit. device (CPU
+determinism is exact: the same network on the same input must repeat bit for bit.
+tuned: the configuration a release's ``tuned.json`` recommends (other kernels and layouts:
+reassociation only), so the eager check's tolerance; measured with a ``tuned.json`` naming
+``cpu-nchw88`` for every variant (the only candidate config that is not bitwise equal to the
+default here), 2026-12 on the 2-core Xeon (AVX-512), worst over the four float variants:
+
+| model (tuned: cpu-nchw88)                 | examples | worst max abs | worst 1 - cosine | margin |
+|-------------------------------------------|----------|---------------|------------------|--------|
+| resnet18                                  | 40       | 2.59e-4       | 3.7e-11          | 0.853  |
+| efficientnet_lite0                        | 40       | 2.76e-5       | 4.2e-11          | 0.973  |
+| tiny                                      | 100      | 1.53e-5       | 4.8e-13          | 0.988  |
+| detect_net (tests/userzoo.py, boxes in px) | 60       | 1.22e-4       | 6.1e-14          | 0.992  |
+ device (CPU
 vs CUDA) is NOT measured (no CUDA device on the measuring machine): provisional, 10x the eager
 tolerance; measure it with ``python -m equivalence.noise --checks device``.
 """
@@ -164,6 +176,51 @@ def _device(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
     return infer(pool.image(entry, "cpu"), images), infer(pool.image(entry, "cuda"), images)
 
 
+#: The file in the release folder that names each variant's tuned Lite configuration (what
+#: ``python -m bench.tune --release DIR`` writes; ``exporters.tuned`` reads it).
+TUNED_FILE = "tuned.json"
+
+
+def _tuned_record(manifest: Manifest, entry: VariantEntry) -> tuple[str | None, str | None]:
+    """(config name, None) of the config ``TUNED_FILE`` recommends for ``entry``, or (None,
+    why there is nothing to check). A file that is not a tuned document names ``"?"``: the
+    check then fails with the file's problem instead of the gate passing it by."""
+    from exporters.tuned import load_tuned
+
+    path = manifest.root / TUNED_FILE
+    if not path.exists():
+        return None, (
+            f"no {TUNED_FILE} in the release: no tuned configuration to check "
+            "(python -m bench.tune --release DIR writes one)"
+        )
+    try:
+        variants = load_tuned(path)["variants"]
+    except HarnessError:
+        return "?", None
+    if entry.id not in variants:
+        return None, f"{TUNED_FILE} has no entry for this variant (bench.tune --variants names it)"
+    record = variants[entry.id].get("recommended") if isinstance(variants[entry.id], dict) else 0
+    if record is None:
+        return None, f"{TUNED_FILE}: its sweep recommends no configuration for this variant"
+    name = record.get("config") if isinstance(record, dict) else "?"
+    if name == "cpu":
+        return None, f"{TUNED_FILE} recommends Lite's default for this variant: nothing to compare"
+    return str(name), None
+
+
+def tuned_config_name(manifest: Manifest, entry: VariantEntry) -> str | None:
+    """The ``exporters.devices`` name of the config ``TUNED_FILE`` recommends for ``entry``, or
+    None when there is none but Lite's default."""
+    return _tuned_record(manifest, entry)[0]
+
+
+def _tuned(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
+    from exporters.tuned import tuned_device_config
+
+    config = tuned_device_config(pool.manifest.root / TUNED_FILE, entry.id)
+    return infer(pool.image(entry), images), infer(pool.image(entry, config), images)
+
+
 # --- when a check applies ------------------------------------------------------------------
 
 
@@ -173,6 +230,10 @@ def _eager_applies(manifest: Manifest, entry: VariantEntry) -> str | None:
     if entry.preprocessing not in EAGER_PREPROCESSINGS:
         return f"the eager runner has no {entry.preprocessing!r} preprocessing to replay"
     return None
+
+
+def _tuned_applies(manifest: Manifest, entry: VariantEntry) -> str | None:
+    return _tuned_record(manifest, entry)[1]
 
 
 def _cuda_skip() -> str | None:
@@ -212,6 +273,10 @@ class Check:
     (objects with ``label`` and ``images``), each run once (the photo set). ``same_top1`` adds
     the photo check's top-1 rule to the comparison (``equivalence.photos.same_top1``); it needs
     ``either_resize``.
+
+    ``probe_config(manifest, entry)``, when set, names a device config (``exporters.devices``)
+    the check loads ``entry`` under besides the default one; crash isolation probes it in a
+    child under that config too, since a layout option can segfault where the default runs.
     """
 
     name: str
@@ -227,6 +292,7 @@ class Check:
     either_resize: bool = False
     fixed: Callable[[], Sequence] | None = None
     same_top1: bool = False
+    probe_config: Callable[[Manifest, VariantEntry], str | None] | None = None
 
     def __post_init__(self):
         if self.same_top1 and not self.either_resize:
@@ -327,6 +393,17 @@ GATE_CHECKS: dict[str, Check] = {
             runtime_skip=_cuda_skip,
             expected_failure="may",
             share=0.5,
+        ),
+        # The configuration deployment code loads (exporters.tuned.lite_config) against the
+        # default one: other kernels, so the eager check's tolerance (table in the module doc).
+        Check(
+            "tuned",
+            "the variant under its tuned Lite configuration (tuned.json) against Lite's default",
+            Tolerance(atol=1e-3, rtol=1e-4, cosine_min=0.999999),
+            _tuned,
+            applies=_tuned_applies,
+            share=0.25,
+            probe_config=tuned_config_name,
         ),
         Check(
             "photos",

@@ -16,6 +16,7 @@ Under pytest-xdist the controller probes once and ships the results to its worke
 from __future__ import annotations
 
 from equivalence.checks import GATE_CHECKS
+from exporters.errors import HarnessError
 from exporters.manifest import Manifest, VariantEntry
 from exporters.probe import ProbeResult, probe_variants
 
@@ -29,16 +30,35 @@ PROBE_BATCH_SIZES = (1, 4)
 WORKERINPUT_KEY = "gate_probes"
 
 
+def probe_key(variant_id: str, config: str | None = None) -> str:
+    """The key of a probe result: the variant id, and ``@config`` for a probe under a config
+    other than the default one (a check's ``probe_config``)."""
+    return variant_id if config is None else f"{variant_id}@{config}"
+
+
 def probe_release(manifest: Manifest, timeout: float) -> dict[str, ProbeResult]:
     """The variants of ``manifest`` that failed, crashed or hung in a child process, with the
-    reason (those in ``BLOCKING`` are never loaded in-process)."""
-    results = probe_variants(
-        manifest.root,
-        [entry.id for entry in manifest.variants],
-        batch_sizes=PROBE_BATCH_SIZES,
-        timeout=timeout,
-    )
-    return {vid: result for vid, result in results.items() if not result}
+    reason (those in ``BLOCKING`` are never loaded in-process), keyed by ``probe_key``: every
+    variant under the default config, and under each config a check's ``probe_config`` names."""
+    ids = [entry.id for entry in manifest.variants]
+    results = probe_variants(manifest.root, ids, batch_sizes=PROBE_BATCH_SIZES, timeout=timeout)
+    by_config: dict[str, list[str]] = {}
+    for check in GATE_CHECKS.values():
+        for entry in manifest.variants if check.probe_config else ():
+            config = check.probe_config(manifest, entry)
+            if config and entry.id not in by_config.setdefault(config, []):
+                by_config[config].append(entry.id)
+    for config, variant_ids in by_config.items():
+        try:
+            probed = probe_variants(
+                manifest.root, variant_ids, config, PROBE_BATCH_SIZES, timeout=timeout
+            )
+        except HarnessError:  # an unknown config name: the check itself names it
+            continue
+        # Only a crash or hang matters here: a load or run error shows in the check itself.
+        blocking = {vid: r for vid, r in probed.items() if r.status in BLOCKING}
+        results.update({probe_key(vid, config): r for vid, r in blocking.items()})
+    return {key: result for key, result in results.items() if not result}
 
 
 def probe_frames(entry: VariantEntry) -> str:
@@ -91,4 +111,10 @@ def blocked_check(
         if other.id == entry.id:
             return result.status, f"{entry.id} {result.reason}; it was not loaded in the gate"
         return "error", f"needs {other.id}, which {result.reason}; not checked"
+    probe_config = GATE_CHECKS[check].probe_config
+    config = probe_config(manifest, entry) if probe_config else None
+    result = blocked.get(probe_key(entry.id, config)) if config else None
+    if result is not None and result.status in BLOCKING:
+        reason = f"{entry.id} under config {config} {result.reason}; it was not loaded there"
+        return result.status, reason
     return None

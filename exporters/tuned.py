@@ -12,7 +12,9 @@ the harness::
     network.load("release/resnet18.fused.cbn-on.mge")
 
 ``recommended_config(path, variant_id)`` is the name of the recommended config in
-``exporters.devices`` (what ``pytest bench/ --tuned FILE`` benchmarks). Every mistake (no
+``exporters.devices`` (what ``pytest bench/ --tuned FILE`` benchmarks);
+``tuned_device_config(path, variant_id)`` the ``DeviceConfig`` built from the file's own options
+and threads (what the gate's ``tuned`` check loads, so it checks what deployment code loads). Every mistake (no
 file, not JSON, not a tuned document, unknown variant) is a one-line ``HarnessError``.
 """
 
@@ -92,3 +94,18 @@ def lite_config(path, variant_id: str):
             )
         setattr(config.options, field, value)
     return config, record["threads"]
+
+
+def tuned_device_config(path, variant_id: str):
+    """The ``exporters.devices.DeviceConfig`` of ``variant_id``'s recommendation, from the
+    options and threads recorded in ``path`` (named ``tuned:<config>``)."""
+    from exporters.devices import DeviceConfig
+
+    record = recommendation(path, variant_id)
+    lite_config(path, variant_id)  # the same checks of the options as deployment code gets
+    return DeviceConfig(
+        f"tuned:{record['config']}",
+        threads=record["threads"],
+        options=tuple(sorted(record["options"].items())),
+        description=f"the configuration {path} recommends for {variant_id}",
+    )
