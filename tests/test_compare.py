@@ -331,3 +331,18 @@ def test_compare_outputs_judges_every_output_by_name():
     # By default only a single rank-2 output counts as logits.
     single = compare_outputs({"logits": logits}, {"logits": logits.copy()}, tol)
     assert single.top1_agreement == 1.0
+
+
+def test_a_batch_near_the_centre_is_judged_without_the_centred_cosine():
+    """Images whose outputs sit at the centre of the spread (under a tenth of it away) have no
+    meaningful centred cosine: the rest of the rule judges them (failed in CI with a KeyError on
+    a fixed-size variant's photos)."""
+    rng = np.random.default_rng(7)
+    outputs = rng.normal(0, 1, (8, 50))
+    scale = _scale(outputs)
+    ref = np.broadcast_to(scale.centre, (2, 50)) + rng.normal(0, 1e-3, (2, 50))
+    tol = Tolerance(atol=1e-3, rtol=0.0, cosine_min=-1.0)
+    close = compare(ref, ref + 1e-6, tol, scale)
+    assert close and math.isnan(close.centred_cosine)
+    far = compare(ref, ref + 0.5, tol, scale)
+    assert not far and far.spread_ratio > tol.spread_ratio
