@@ -55,6 +55,7 @@ default here), 2026-12 on the 2-core Xeon (AVX-512), worst over the four float v
 | efficientnet_lite0                        | 40       | 2.76e-5       | 4.2e-11          | 0.973  |
 | tiny                                      | 100      | 1.53e-5       | 4.8e-13          | 0.988  |
 | detect_net (tests/userzoo.py, boxes in px) | 60       | 1.22e-4       | 6.1e-14          | 0.992  |
+| resnet18, tuned: cpu-nchw44 (ran here)    | 30       | 3.05e-4       | 1.6e-11          | 0.853  |
  device (CPU
 vs CUDA) is NOT measured (no CUDA device on the measuring machine): provisional, 10x the eager
 tolerance; measure it with ``python -m equivalence.noise --checks device``.
