@@ -1,6 +1,6 @@
 """Benchmark inputs: realistic uint8 BGR camera frames, built outside every timed region.
 
-Frames are scikit-image photos resized with OpenCV to 480x640 plus a little noise, so the
+Frames are the harness's shipped photos (``exporters.samples``) resized with OpenCV to 480x640 plus a little noise, so the
 resize inside fused graphs and in the host pipeline does the work it does on real images.
 """
 
@@ -13,18 +13,17 @@ import numpy as np
 #: (height, width) of the raw frames fed to e2e benchmarks and raw-input variants.
 IMAGE_SIZE = (480, 640)
 
-#: scikit-image photos (bundled with the package, no download) cycled through a batch.
+#: Shipped photos (``exporters.samples``, no download) cycled through a batch.
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 @functools.cache
 def _photo_bgr(name: str, size: tuple[int, int]) -> np.ndarray:
     import cv2
-    import skimage.data
 
-    rgb = getattr(skimage.data, name)()
-    resized = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(resized[:, :, ::-1])
+    from exporters.samples import sample_photo
+
+    return cv2.resize(sample_photo(name), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def image_batch(batch: int, size: tuple[int, int] = IMAGE_SIZE, seed: int = 0) -> np.ndarray:

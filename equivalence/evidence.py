@@ -1,8 +1,8 @@
 """Evidence image: what a failing variant feeds its network, beside what the reference feeds it.
 
 For a variant that fails ``reference`` or ``photos``, one PNG beside its counterexample
-(``<counterexamples>/<variant>/evidence.png``) shows, on a real photo (``PHOTO``, from
-scikit-image), three panels side by side: the input photo, what the reference pipeline feeds
+(``<counterexamples>/<variant>/evidence.png``) shows, on a real photo (``PHOTO``, shipped
+with the harness), three panels side by side: the input photo, what the reference pipeline feeds
 the network and what the variant's graph feeds it, the last two de-normalised back to BGR
 pixels under the release's mean and std and upscaled with nearest neighbour by a whole factor
 so that their short side is at least ``MIN_SIDE`` px; the photo is scaled to the same height.
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from equivalence.diagnose import Diagnosis
     from equivalence.gate import Gate
 
-#: The photo shown (a scikit-image loader of ``equivalence.photos``).
+#: The photo shown (a shipped photo, ``exporters.samples``).
 PHOTO = "chelsea"
 #: Smallest short side of the network-input panels, in px.
 MIN_SIDE = 224

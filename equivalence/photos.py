@@ -1,4 +1,4 @@
-"""The gate's fixed set of real photos: scikit-image's bundled images, as uint8 BGR.
+"""The gate's fixed set of real photos: the harness's shipped photos, as uint8 BGR.
 
 Hypothesis searches for the inputs where variants disagree most; the photo check asks the
 question a user asks first: on ordinary photos, does every variant give the reference
@@ -6,7 +6,8 @@ pipeline's answer? The set mixes native sizes (none of them the model's input si
 resize always runs) with fixed crops and scales: a square crop, a wide strip, a downscale and an
 upscale (an image smaller than the model's input). Grey photos are repeated into three channels
 (``COLOR_GRAY2BGR``), as the classifier does with grey files. All of them ship inside the
-scikit-image wheel; nothing is downloaded.
+harness (``exporters.samples``: scikit-image's public-domain and CC0 sample photos); nothing is
+downloaded and scikit-image is not needed.
 
 The photos are decoded once per process (``photo_set``) and grouped by size (``photo_groups``),
 so each group runs as one batch.
@@ -32,23 +33,22 @@ from equivalence.compare import CompareResult
 
 @dataclass(frozen=True)
 class PhotoSpec:
-    """One photo of the set: a scikit-image image, optionally cropped and then scaled.
+    """One photo of the set: a shipped photo (``exporters.samples``), optionally cropped and
+    then scaled.
 
     ``crop`` is ``(top, left, height, width)`` in the source image; ``scale`` the final
     ``(height, width)``, resized with ``cv2.INTER_AREA`` (down) or ``INTER_CUBIC`` (up), so that
-    the photo's pixels do not come from the bilinear resize under test. ``index`` picks one image
-    of a loader that returns several (``stereo_motorcycle``).
+    the photo's pixels do not come from the bilinear resize under test.
     """
 
     source: str
-    index: int | None = None
     crop: tuple[int, int, int, int] | None = None
     scale: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
         """A readable, stable name: ``rocket``, ``chelsea.crop-300x300``, ``rocket.scale-107x160``."""
-        name = self.source if self.index is None else f"{self.source}{self.index}"
+        name = self.source
         if self.crop:
             name += f".crop-{self.crop[2]}x{self.crop[3]}"
         if self.scale:
@@ -64,13 +64,12 @@ PHOTO_SPECS = (
     PhotoSpec("astronaut"),
     PhotoSpec("rocket"),
     PhotoSpec("camera"),
-    PhotoSpec("stereo_motorcycle", index=0),
     PhotoSpec("immunohistochemistry"),
     PhotoSpec("clock"),
     PhotoSpec("coins"),
     PhotoSpec("hubble_deep_field"),
     PhotoSpec("chelsea", crop=(0, 60, 300, 300)),
-    PhotoSpec("stereo_motorcycle", index=0, crop=(150, 0, 200, 741)),
+    PhotoSpec("hubble_deep_field", crop=(300, 0, 200, 1000)),
     PhotoSpec("coffee", scale=(200, 300)),
     PhotoSpec("rocket", scale=(107, 160)),
     PhotoSpec("astronaut", crop=(0, 100, 240, 240), scale=(480, 480)),
@@ -101,16 +100,11 @@ class PhotoGroup:
 def load_photo(spec: PhotoSpec) -> Photo:
     """Decodes, crops and scales one photo; uint8 BGR."""
     import cv2
-    import skimage.data
 
     from exporters.images import to_bgr8
+    from exporters.samples import sample_photo
 
-    image = getattr(skimage.data, spec.source)()
-    if spec.index is not None:
-        image = image[spec.index]
-    if image.ndim == 3:
-        image = image[:, :, ::-1]  # scikit-image gives RGB
-    image = to_bgr8(np.ascontiguousarray(image), spec.name)
+    image = to_bgr8(sample_photo(spec.source), spec.name)
     if spec.crop:
         top, left, height, width = spec.crop
         image = image[top : top + height, left : left + width]

@@ -96,7 +96,7 @@ def spread(outputs: np.ndarray, name: str = "", alone: np.ndarray | None = None)
 
 def distinct_images(size: tuple[int, int]) -> np.ndarray:
     """Eight uint8 BGR images at ``size`` that any image model should tell apart: four bundled
-    photos (scikit-image) and four smooth image-like pictures with edges."""
+    photos (exporters.samples) and four smooth image-like pictures with edges."""
     import cv2
 
     from equivalence.strategies import PHOTOS, _load_photo

@@ -10,14 +10,13 @@ Hypothesis itself (``arrays(..., fill=...)``), which shrinks pixel by pixel.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
 
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
-#: Photos bundled with scikit-image (RGB there; flipped to BGR here).
+#: Colour photos shipped with the harness (``exporters.samples``), uint8 BGR.
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
 #: Largest side drawn by default: at least 1024, as large camera frames are common input.
@@ -72,12 +71,10 @@ def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, 3)
 
 
-@cache
 def _load_photo(name: str) -> np.ndarray:
-    import skimage.data
+    from exporters.samples import sample_photo
 
-    rgb = getattr(skimage.data, name)()
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return sample_photo(name)
 
 
 _RENDERERS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {

@@ -98,6 +98,35 @@ def installed(tmp_path_factory):
     return venv / "bin", env, work
 
 
+#: Packages the core (export, gate, classify) must not import: optional extras, or gone.
+NOT_CORE = ("skimage", "matplotlib", "pandas", "scipy")
+
+
+def _without_extras(env: dict, tmp: Path) -> dict:
+    """``env`` with packages in ``NOT_CORE`` made unimportable (a folder of stubs that raise
+    ImportError, first on PYTHONPATH), as after ``pip install`` of the core alone."""
+    for name in NOT_CORE:
+        stub = tmp / "not-core" / name / "__init__.py"
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text(f"raise ImportError('{name} is not a core dependency')\n")
+    return {**env, "PYTHONPATH": str(tmp / "not-core")}
+
+
+def test_the_core_requires_no_extra(installed):
+    """The installed wheel's metadata: scikit-image, matplotlib, pandas, scipy and the
+    EfficientNet weights are requirements of extras only (``; extra == ...``), never of the core."""
+    bin_dir, env, work = installed
+    code = (
+        "import json; from importlib.metadata import distribution; "
+        "print(json.dumps(distribution('mge-release-harness').requires))"
+    )
+    result = _sh([bin_dir / "python", "-c", code], cwd=work, env=env)
+    assert result.returncode == 0, result.stderr
+    core = [r for r in json.loads(result.stdout) if "extra ==" not in r]
+    optional = ("scikit-image", "matplotlib", "pandas", "scipy", "efficientnet")
+    assert core and not [r for r in core if r.startswith(optional)], core
+
+
 def test_installed_modules_come_from_the_venv(installed):
     bin_dir, env, work = installed
     code = (
@@ -113,8 +142,10 @@ def test_installed_modules_come_from_the_venv(installed):
     assert version.stdout.strip() == f"mge-harness {harness_version()}"
 
 
-def test_export_and_gate_from_an_empty_folder(installed):
+def test_export_and_gate_from_an_empty_folder(installed, tmp_path):
+    """The core alone: the packages of extras cannot be imported (``_without_extras``)."""
     bin_dir, env, work = installed
+    env = _without_extras(env, tmp_path)
     before = _repo_state()
     release = work / "release"
     exported = _sh([bin_dir / "mge-harness", "export", "--model", "tiny", "--out", release,
