@@ -21,7 +21,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 def _photo_bgr(name: str, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
-    from exporters.samples import sample_photo
+    from mge_harness.exporters.samples import sample_photo
 
     return cv2.resize(sample_photo(name), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
@@ -48,6 +48,6 @@ def model_feed(entry, manifest, images: np.ndarray) -> dict[str, np.ndarray]:
     else the OpenCV reference preprocessing of them (float32 NCHW), keyed by the input name."""
     if entry.is_raw_input:
         return {entry.input.name: images}
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     return {entry.input.name: reference_preprocess(images, manifest.preprocess)}

@@ -71,13 +71,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from equivalence.compare import Tolerance
-from equivalence.photos import photo_groups
-from exporters.errors import HarnessError
-from exporters.manifest import Manifest, VariantEntry
+from mge_harness.equivalence.compare import Tolerance
+from mge_harness.equivalence.photos import photo_groups
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.manifest import Manifest, VariantEntry
 
 if TYPE_CHECKING:
-    from equivalence.gate import RunnerPool
+    from mge_harness.equivalence.gate import RunnerPool
 
 #: Preprocessings the eager runner can replay: external (float NCHW in) and every in-graph
 #: recipe, each replayed as exported (so identity-warp's eager module crops too).
@@ -111,7 +111,7 @@ def fuse_twin(manifest: Manifest, entry: VariantEntry) -> VariantEntry | None:
 def has_eager_module(manifest: Manifest) -> bool:
     """True when the eager module can be rebuilt: a built-in model exported by this harness
     (same weights), or a ``source`` in the manifest or from ``--eager``."""
-    from exporters.release import eager_source
+    from mge_harness.exporters.release import eager_source
 
     return eager_source(manifest) is not None
 
@@ -137,7 +137,7 @@ def _fuse(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
 
 
 def _eager(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     eager = pool.eager(entry.preprocessing)
     if entry.is_raw_input:
@@ -187,7 +187,7 @@ def _tuned_record(manifest: Manifest, entry: VariantEntry) -> tuple[str | None, 
     """(config name, None) of the config ``TUNED_FILE`` recommends for ``entry``, or (None,
     why there is nothing to check). A file that is not a tuned document names ``"?"``: the
     check then fails with the file's problem instead of the gate passing it by."""
-    from exporters.tuned import load_tuned
+    from mge_harness.exporters.tuned import load_tuned
 
     path = manifest.root / TUNED_FILE
     if not path.exists():
@@ -217,7 +217,7 @@ def tuned_config_name(manifest: Manifest, entry: VariantEntry) -> str | None:
 
 
 def _tuned(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
-    from exporters.tuned import tuned_device_config
+    from mge_harness.exporters.tuned import tuned_device_config
 
     config = tuned_device_config(pool.manifest.root / TUNED_FILE, entry.id)
     return infer(pool.image(entry), images), infer(pool.image(entry, config), images)
@@ -239,7 +239,7 @@ def _tuned_applies(manifest: Manifest, entry: VariantEntry) -> str | None:
 
 
 def _cuda_skip() -> str | None:
-    from exporters.devices import cuda_skip_reason
+    from mge_harness.exporters.devices import cuda_skip_reason
 
     return cuda_skip_reason()
 

@@ -28,7 +28,7 @@ from functools import cache
 
 import numpy as np
 
-from equivalence.compare import CompareResult
+from mge_harness.equivalence.compare import CompareResult
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def load_photo(spec: PhotoSpec) -> Photo:
     """Decodes, crops and scales one photo; uint8 BGR."""
     import cv2
 
-    from exporters.images import to_bgr8
-    from exporters.samples import sample_photo
+    from mge_harness.exporters.images import to_bgr8
+    from mge_harness.exporters.samples import sample_photo
 
     image = to_bgr8(sample_photo(spec.source), spec.name)
     if spec.crop:

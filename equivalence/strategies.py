@@ -72,7 +72,7 @@ def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _load_photo(name: str) -> np.ndarray:
-    from exporters.samples import sample_photo
+    from mge_harness.exporters.samples import sample_photo
 
     return sample_photo(name)
 

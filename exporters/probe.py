@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 #: Seconds one variant's probe may take before it counts as hung. Defaults to 120.
 DEFAULT_TIMEOUT_S = 120.0
@@ -43,7 +43,9 @@ STARTUP_TIMEOUT_S = 60.0
 #: (height, width) of the frames a probe feeds raw-input variants. Defaults to 480x640.
 DEFAULT_IMAGE_SIZE = (480, 640)
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The probe child's working folder: the one holding the ``mge_harness`` package (the checkout's
+#: root, or site-packages), so ``-m mge_harness.exporters.probe`` imports this same code.
+_PACKAGE_PARENT = Path(__import__("mge_harness").__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def probe_command(
     command = [
         sys.executable,
         "-m",
-        "exporters.probe",
+        "mge_harness.exporters.probe",
         "--release",
         str(Path(release_dir).resolve()),
     ]
@@ -149,7 +151,7 @@ def watch(
     reported: list[tuple[str, float]] = []
     with tempfile.TemporaryFile() as stderr:
         child = subprocess.Popen(
-            list(command), cwd=_REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            list(command), cwd=_PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=stderr,
         )  # fmt: skip
         with child, selectors.DefaultSelector() as selector:
@@ -225,8 +227,8 @@ def _integers(text: str, separator: str, count: int | None, option: str) -> tupl
 def _probe(release: str, variant_ids: list[str], device: str, batch_sizes, image_size) -> None:
     import numpy as np
 
-    from exporters.manifest import load_manifest
-    from exporters.runners import image_runner
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.runners import image_runner
 
     manifest = load_manifest(release)
     rng = np.random.default_rng(0)
@@ -272,6 +274,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from exporters.errors import run_cli
+    from mge_harness.exporters.errors import run_cli
 
     sys.exit(run_cli(main))

@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 #: Photo name (scikit-image's function name) -> file in ``exporters/data/photos``.
 SAMPLE_FILES = {
@@ -37,7 +37,7 @@ def _decoded(name: str) -> np.ndarray:
     if name not in SAMPLE_FILES:
         known = ", ".join(SAMPLE_FILES)
         raise HarnessError(f"unknown sample photo {name!r}; shipped photos: {known}")
-    data = resources.files("exporters").joinpath("data", "photos", SAMPLE_FILES[name])
+    data = resources.files("mge_harness.exporters").joinpath("data", "photos", SAMPLE_FILES[name])
     buffer = np.frombuffer(data.read_bytes(), np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None or image.dtype != np.uint8:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from exporters.errors import HarnessError
-from exporters.files import check_regular
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.files import check_regular
 
 #: The ``format_version`` this module reads.
 FORMAT_VERSION = 1
@@ -99,7 +99,7 @@ def lite_config(path, variant_id: str):
 def tuned_device_config(path, variant_id: str):
     """The ``exporters.devices.DeviceConfig`` of ``variant_id``'s recommendation, from the
     options and threads recorded in ``path`` (named ``tuned:<config>``)."""
-    from exporters.devices import DeviceConfig
+    from mge_harness.exporters.devices import DeviceConfig
 
     record = recommendation(path, variant_id)
     lite_config(path, variant_id)  # the same checks of the options as deployment code gets

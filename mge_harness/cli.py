@@ -3,8 +3,8 @@
 Each subcommand is a thin front; its options are those of the entry point it runs::
 
     mge-harness export ...            python -m exporters ...
-    mge-harness gate DIR [ARGS]       pytest --pyargs equivalence --release DIR [ARGS]
-    mge-harness bench DIR [ARGS]      pytest --pyargs bench --release DIR [ARGS]
+    mge-harness gate DIR [ARGS]       pytest --pyargs mge_harness.equivalence --release DIR [ARGS]
+    mge-harness bench DIR [ARGS]      pytest --pyargs mge_harness.bench --release DIR [ARGS]
     mge-harness report ...            python -m reports ...
     mge-harness classify ...          python -m exporters.classify ...
     mge-harness tune ...              python -m bench.tune ...
@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
-from exporters.errors import EXIT_USAGE, HarnessError, run_cli
+from mge_harness.exporters.errors import EXIT_USAGE, HarnessError, run_cli
 
 PROG = "mge-harness"
 
@@ -147,19 +147,19 @@ def _run(args: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "export": _front("exporters.__main__"),
-    "gate": _pytest_on("gate", "equivalence", None),
-    "bench": _pytest_on("bench", "bench", "bench"),
-    "report": _front("reports.cli"),
-    "classify": _front("exporters.classify"),
-    "tune": _front("bench.tune"),
+    "export": _front("mge_harness.exporters.__main__"),
+    "gate": _pytest_on("gate", "mge_harness.equivalence", None),
+    "bench": _pytest_on("bench", "mge_harness.bench", "bench"),
+    "report": _front("mge_harness.reports.cli"),
+    "classify": _front("mge_harness.exporters.classify"),
+    "tune": _front("mge_harness.bench.tune"),
     "run": _run,
 }
 
 HELP = {
     "export": "export a model's variants into a release folder (python -m exporters)",
-    "gate": "gate a release folder: pytest --pyargs equivalence --release DIR [pytest args]",
-    "bench": "benchmark a release folder: pytest --pyargs bench --release DIR [pytest args]",
+    "gate": "gate a release folder: pytest --pyargs mge_harness.equivalence --release DIR [pytest args]",
+    "bench": "benchmark a release folder: pytest --pyargs mge_harness.bench --release DIR [pytest args]",
     "report": "tables, plots and a verdict from saved runs and gate.json (python -m reports)",
     "classify": "classify images with a release folder (python -m exporters.classify)",
     "tune": "find the fastest equivalent CPU config per variant (python -m bench.tune)",
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if args else EXIT_USAGE
     if args[0] == "--version":
-        from exporters.version import harness_version
+        from mge_harness.exporters.version import harness_version
 
         print(f"{PROG} {harness_version()}")
         return 0

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence import isolation
-from equivalence.checks import GATE_CHECKS, TUNED_FILE, skip_reason
-from exporters import release
-from exporters.devices import DEVICE_CONFIGS
-from exporters.manifest import load_manifest
-from exporters.probe import ProbeResult
+from mge_harness.equivalence import isolation
+from mge_harness.equivalence.checks import GATE_CHECKS, TUNED_FILE, skip_reason
+from mge_harness.exporters import release
+from mge_harness.exporters.devices import DEVICE_CONFIGS
+from mge_harness.exporters.manifest import load_manifest
+from mge_harness.exporters.probe import ProbeResult
 from tests.hardening_models import run_gate
 
 
@@ -104,7 +104,7 @@ class _Noisy:
 
 @pytest.mark.parametrize("scale, passes", [(0.0, True), (1e-3, False)])
 def test_a_configuration_that_changes_results_fails(tuned_release, monkeypatch, scale, passes):
-    from equivalence.gate import Gate, RunnerPool
+    from mge_harness.equivalence.gate import Gate, RunnerPool
 
     image = RunnerPool.image
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.version import harness_version
+from mge_harness.exporters.version import harness_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,13 +130,20 @@ def test_the_core_requires_no_extra(installed):
 def test_installed_modules_come_from_the_venv(installed):
     bin_dir, env, work = installed
     code = (
-        "import exporters, equivalence, mge_harness; from exporters.release import cache_root; "
+        "import mge_harness; from mge_harness import exporters, equivalence, bench, reports; "
+        "from mge_harness.exporters.release import cache_root; "
         "print(exporters.__file__, equivalence.__file__, mge_harness.__file__, cache_root())"
     )
     result = _sh([bin_dir / "python", "-c", code], cwd=work, env=env)
     assert result.returncode == 0, result.stderr
     *files, cache = result.stdout.split()
     assert all(Path(f).is_relative_to(bin_dir.parent) for f in files), files
+    # The one installed top-level name is mge_harness: a user's own exporters/ or reports/
+    # folder is theirs (the base environment's editable install is not active in the venv).
+    for name in ("exporters", "equivalence", "bench", "reports"):
+        probe = f"import importlib.util as u; print(u.find_spec({name!r}))"
+        found = _sh([bin_dir / "python", "-c", probe], cwd=work, env=env)
+        assert found.stdout.strip() == "None", (name, found.stdout, found.stderr)
     assert Path(cache) == Path(env["XDG_CACHE_HOME"]) / "mge-harness"
     version = _sh([bin_dir / "mge-harness", "--version"], cwd=work, env=env)
     assert version.stdout.strip() == f"mge-harness {harness_version()}"
@@ -160,7 +167,8 @@ def test_export_and_gate_from_an_empty_folder(installed, tmp_path):
     (work / "results" / "gate.json").unlink()
     # --hypothesis-profile=dev: the profile with an example database, named, since under a CI
     # runner (CI=true) Hypothesis starts from its own "ci" profile, which has none.
-    command = [bin_dir / "python", "-m", "pytest", "--pyargs", "equivalence", "--release",
+    command = [bin_dir / "python", "-m", "pytest", "--pyargs", "mge_harness.equivalence",
+               "--release",
                release, "-p", "no:cacheprovider", "--hypothesis-profile=dev"]  # fmt: skip
     pyargs = _sh(command, cwd=work, env=env)  # the options come from the entry point
     assert pyargs.returncode == 0, pyargs.stdout + pyargs.stderr

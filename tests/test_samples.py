@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from exporters.errors import HarnessError
-from exporters.samples import SAMPLE_FILES, sample_photo
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.samples import SAMPLE_FILES, sample_photo
 from tests.hardening_models import child_env
 
 
