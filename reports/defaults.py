@@ -11,15 +11,16 @@ GATE = Path("results/gate.json")
 OUT = Path("results")
 """Where report files go (git-ignored)."""
 
-NOISY_CV = 0.10
-"""Rows whose coefficient of variation (stddev / mean) exceeds this are flagged noisy.
-
-10 % is roughly where, on a shared 2-vCPU runner, one stall per few dozen rounds starts to move the
-mean; medians are still usable but speedups below the noise band should not be trusted.
+NOISY = 0.05
+"""Rows whose median is uncertain by more than this fraction (:mod:`reports.noise`) are flagged
+noisy. MEASUREMENT PENDING.
 """
 
 ALPHA = 0.05
 """Significance level of the Mann-Whitney U test in ``--compare``."""
+
+TUNED = "tuned.json"
+"""The file ``python -m bench.tune --release DIR`` writes into the release folder ``DIR``."""
 
 BASELINE_DEVICE = "cpu"
 """The device config other devices' speedups are relative to."""

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from reports.defaults import NOISY_CV
+from reports.defaults import NOISY
 from reports.gate import variant_summary
+from reports.noise import median_uncertainty
 from reports.sources import SavedRun
 from reports.stats import STAT_FIELDS, timing_stats
 
@@ -50,20 +51,23 @@ COLUMNS = (
     "timings",
     *STAT_FIELDS,
     "cv",
+    "uncertainty",
     "noisy",
     "images_per_s",
     "cpu_per_wall",
+    "load_per_cpu",
+    "steal",
     "file",
 )
 
 
 def build_table(
-    runs: Iterable[SavedRun], gate: dict | None = None, noise_cv: float = NOISY_CV
+    runs: Iterable[SavedRun], gate: dict | None = None, noise: float = NOISY
 ) -> pd.DataFrame:
     """The tidy table of ``runs``, with the gate's per-variant verdict and worst metrics joined.
 
-    ``noise_cv`` is the coefficient of variation above which a row is flagged ``noisy``; defaults
-    to :data:`reports.defaults.NOISY_CV`. The raw timings ride along in a ``samples`` column (arrays,
+    ``noise`` is the relative uncertainty of the median (:mod:`reports.noise`) above which a row
+    is flagged ``noisy``; defaults to :data:`reports.defaults.NOISY`. The raw timings ride along in a ``samples`` column (arrays,
     or None) for significance tests; drop it before writing CSV.
     """
     records = [_record(run, bench) for run in runs for bench in run.benchmarks]
@@ -71,7 +75,8 @@ def build_table(
     table["batch"] = table["batch"].astype("Int64")
     table["rounds"] = table["rounds"].astype("Int64")
     table["images_per_s"] = table["batch"].astype(float) / table["median"]
-    table["noisy"] = table["cv"] > noise_cv
+    table["uncertainty"] = median_uncertainty(table)
+    table["noisy"] = table["uncertainty"] > noise
     table["key"] = [_key_label(row) for row in table[list(KEY)].itertuples(index=False)]
     return join_gate(table, gate)
 
@@ -87,6 +92,7 @@ def _record(run: SavedRun, bench: dict) -> dict:
         "run": run.label,
         "datetime": run.datetime,
         **run.provenance(),
+        **run.load(),
         "benchmark": info.get("variant") or bench["name"],
         "device": info.get("device"),
         "mode": info.get("mode"),
