@@ -168,8 +168,9 @@ def noise_section(ours: pd.DataFrame, inputs: ReportInputs) -> Section | None:
     ]
     intro = Text(
         f"A row is noisy when its median is uncertain by more than {inputs.noise:.0%} (half-width "
-        "of its 95 % interval, 1.57 IQR / sqrt(rounds), over the median): its ratios move by "
-        "that much from run to run. The machine's load when each run was saved:"
+        "of its 95 % interval, 1.57 IQR / sqrt(rounds), over the median), and every row of a "
+        "run saved at a load above one task per CPU (other processes took turns on its cores, "
+        "so its medians do not repeat). The machine's load when each run was saved:"
     )
     noisy = ours[ours["noisy"].fillna(False).astype(bool)]
     if noisy.empty:
@@ -223,8 +224,9 @@ def sweep_section(inputs: ReportInputs) -> Section | None:
     muted = tuple(frame["verdict"] != "ok")
     blocks: list = [intro, Bullets(tuple(recommended_lines(tuned)))]
     blocks.append(Table(fmt.display(frame, _SWEEP_COLUMNS), muted=muted))
-    host = (tuned.get("machine_info") or {}).get("node") or "this machine"
-    figure = sweep_figure(frame, f"Configuration sweep, {tuned.get('model')} on {host}")
+    figure = sweep_figure(
+        frame, f"Configuration sweep: model {tuned.get('model')}, {inputs.tuned_note}"
+    )
     if figure is not None:
         blocks.append(figure)
     return Section("Configuration sweep", tuple(blocks))

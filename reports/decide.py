@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from reports.formatting import significant
 from reports.intervals import Ratio, ratio
 
 MODE_PREFERENCE = ("e2e", "model")
@@ -79,7 +80,7 @@ class Choice:
         row = self.row
         text = (
             f"batch {self.batch}: ship `{row['variant']}` on `{row['device']}`: "
-            f"{row['median'] * 1e3 / self.batch:.3g} ms/image {self.mode}"
+            f"{significant(row['median'] * 1e3 / self.batch, 3)} ms/image {self.mode}"
         )
         if self.versus_external is not None:
             text += f", {self.versus_external} the speed of external"

@@ -8,8 +8,10 @@ count, so rows saved without raw timings get it too. The coefficient of variatio
 is kept in the table but not used: one 20x stall among 200 rounds sets it above 10 % while the
 median does not move, so on a shared machine it flagged every row.
 
-The threshold (:data:`reports.defaults.NOISY`) is where the uncertainty separates rows whose median
-repeats from run to run from rows whose median does not; the measurements are in its docstring.
+The threshold (:data:`reports.defaults.NOISY`) separates the rows of a quiet run from most rows of
+a busy one; the measurements are in its docstring. A run saved at a load above one task per CPU
+is noisy as a whole: measured there, its medians moved between identical runs by far more than
+any figure inside the run predicted.
 
 The cause shown for a noisy row comes from what the run recorded (``bench.machine.load_info``):
 a load average above the run's CPUs (other processes took turns on its cores), CPU steal at or

@@ -184,6 +184,65 @@ def gate(verdicts: dict[str, str], *, release: str = "demo-release") -> dict:
     }
 
 
+def sweep_row(variant: str, batch: int, config: str, verdict: str = "ok", **fields) -> dict:
+    """One ``sweep`` entry of ``tuned.json``, shaped like ``bench.tune.Row.to_dict()``;
+    ``fields`` (``speedup``, ``interval``, ``reason`` ...) override the defaults."""
+    timed = verdict == "ok"
+    row = {
+        "variant": variant,
+        "batch": batch,
+        "config": config,
+        "verdict": verdict,
+        "reason": "" if timed else f"{config}: {verdict}",
+        "speedup": 1.0 if timed else None,
+        "interval": [0.98, 1.02] if timed else [None, None],
+        "cpu_per_wall": 0.99 if timed else None,
+        "baseline_cpu_per_wall": 0.99 if timed else None,
+        "baseline_ms": 30.0 if timed else None,
+        "candidate_ms": 30.0 if timed else None,
+        "rounds": 20 if timed else 0,
+        "equivalence": {"margin": 0.97} if verdict in ("ok", "not equivalent") else {},
+    }
+    return {**row, **fields}
+
+
+def tuned(sweeps: dict[str, list[dict]], recommended: dict[str, str | None]) -> dict:
+    """A ``tuned.json`` document (``bench.tune.document``'s layout) from sweep rows per variant
+    and the recommended config of each (None: the baseline failed its probe)."""
+    variants = {}
+    for variant, rows in sweeps.items():
+        name = recommended.get(variant)
+        chosen = [row for row in rows if row["config"] == name]
+        variants[variant] = {
+            "recommended": None
+            if name is None
+            else {
+                "config": name,
+                "options": {},
+                "threads": 1,
+                "per_batch": {
+                    str(row["batch"]): {
+                        "speedup": row["speedup"],
+                        "interval": row["interval"],
+                        "cpu_per_wall": row["cpu_per_wall"],
+                        "equivalence": row["equivalence"],
+                    }
+                    for row in chosen
+                },
+            },
+            "sweep": rows,
+        }
+    return {
+        "format_version": 1,
+        "model": "resnet18",
+        "baseline": "cpu",
+        "batches": sorted({row["batch"] for rows in sweeps.values() for row in rows}),
+        "tolerance": {"atol_scale": 1e-5, "rtol": 0.0, "cosine_min": 1 - 1e-9},
+        "machine_info": saved_run([])["machine_info"],
+        "variants": variants,
+    }
+
+
 VARIANTS = (
     "resnet18.external.cbn-off",
     "resnet18.external.cbn-on",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from reports.defaults import NOISY
 from reports.gate import variant_summary
-from reports.noise import median_uncertainty
+from reports.noise import BUSY_LOAD_PER_CPU, median_uncertainty
 from reports.sources import SavedRun
 from reports.stats import STAT_FIELDS, timing_stats
 
@@ -67,7 +67,8 @@ def build_table(
     """The tidy table of ``runs``, with the gate's per-variant verdict and worst metrics joined.
 
     ``noise`` is the relative uncertainty of the median (:mod:`reports.noise`) above which a row
-    is flagged ``noisy``; defaults to :data:`reports.defaults.NOISY`. The raw timings ride along in a ``samples`` column (arrays,
+    is flagged ``noisy``; defaults to :data:`reports.defaults.NOISY`. Rows of runs saved on a
+    busy machine (load above one per CPU) are flagged too. The raw timings ride along in a ``samples`` column (arrays,
     or None) for significance tests; drop it before writing CSV.
     """
     records = [_record(run, bench) for run in runs for bench in run.benchmarks]
@@ -76,7 +77,8 @@ def build_table(
     table["rounds"] = table["rounds"].astype("Int64")
     table["images_per_s"] = table["batch"].astype(float) / table["median"]
     table["uncertainty"] = median_uncertainty(table)
-    table["noisy"] = table["uncertainty"] > noise
+    busy = table["load_per_cpu"].astype(float) > BUSY_LOAD_PER_CPU
+    table["noisy"] = (table["uncertainty"] > noise) | busy
     table["key"] = [_key_label(row) for row in table[list(KEY)].itertuples(index=False)]
     return join_gate(table, gate)
 

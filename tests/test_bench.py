@@ -242,6 +242,21 @@ def test_load_info_without_proc_stat_leaves_steal_unknown(tmp_path):
     assert steal_share([0] * 8, [0] * 8) is None  # no time passed: no share
 
 
+def test_synthetic_runs_have_the_machine_info_layout_a_real_bench_run_saves():
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    from bench.machine import machine_info
+    from reports.synthetic import saved_run
+
+    real = pytest_benchmark_generate_machine_info()  # what pytest-benchmark starts from
+    real.update(machine_info())  # what bench.plugin's hook merges in
+    synthetic = saved_run([])["machine_info"]
+    assert set(synthetic) == set(real)
+    for record in ("cpu", "threads", "load"):
+        assert set(synthetic[record]) <= set(real[record]), record
+    assert "cpu_model" not in real and "megengine" not in real  # no second CPU record
+
+
 def test_sidecar_pairs_with_the_saved_run_and_is_not_a_run_file():
     saved = {"datetime": "2025-11-26T10:22:10.832146+00:00", "machine_info": {"node": "vm"}}
     document = sidecar_document([{"status": "crashed"}], saved, machine_info=None)
