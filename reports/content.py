@@ -12,7 +12,7 @@ from reports.decide import HEADLINES, decision_mode, expected_failure, ranking, 
 from reports.document import Bullets, Details, Section, Table, Text
 from reports.gate import METRICS, check_rows, variant_rows
 from reports.noise import cause
-from reports.plots import per_device_figures, speedup_figure
+from reports.plots import per_device_figures, runs_and_dates, speedup_figure
 from reports.sources import SavedRun
 from reports.speedups import (
     FUSED_VS_EXTERNAL,
@@ -53,8 +53,8 @@ def sections(inputs: ReportInputs) -> list[Section]:
         noise_section(ours, inputs),
         gate_section(inputs.gate),
         latency_section(ours),
-        ratio_section("Speedups", speedups, "speedup.png", _SPEEDUP_INTRO),
-        ratio_section("Devices", devices, "speedup_devices.png", _DEVICE_INTRO),
+        ratio_section("Speedups", speedups, "speedup.png", _SPEEDUP_INTRO, ours),
+        ratio_section("Devices", devices, "speedup_devices.png", _DEVICE_INTRO, ours),
         plots_section(ours),
         sweep_section(inputs),
         not_measured_section(view),
@@ -404,14 +404,18 @@ _DEVICE_INTRO = (
 )
 
 
-def ratio_section(title: str, ratios: Ratios, figure_name: str, intro: str) -> Section | None:
+def ratio_section(
+    title: str, ratios: Ratios, figure_name: str, intro: str, ours: pd.DataFrame
+) -> Section | None:
     if not ratios:
         return None
     blocks: list = [Text(intro)]
     for pairing, frame in ratios:
         blocks.append(Text(f"**{pairing.title}**"))
         blocks.append(Table(fmt.display(frame, _ratio_columns(pairing))))
-    figure = speedup_figure(ratios, figure_name, f"{title}: speedup against batch")
+    devices = ", ".join(sorted(str(d) for d in ours["device"].dropna().unique())) or "no device"
+    caption = f"{title}: speedup against batch on {devices}, {runs_and_dates(ours)}"
+    figure = speedup_figure(ratios, figure_name, caption)
     if figure is not None:
         blocks.append(figure)
     return Section(title, tuple(blocks))

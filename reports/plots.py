@@ -41,12 +41,13 @@ def per_device_figures(
     for device, rows in _measured(view).groupby("device", dropna=False, sort=True):
         name = device_label(device)
         file_name = f"{stem}_{_slug(name)}.png"
-        title = f"{label} on {name}: {_runs_and_dates(rows)}"
+        title = f"{label} on {name}: {runs_and_dates(rows)}"
         figures.append(_device_figure(rows, metric, scale, label, file_name, title))
     return figures
 
 
-def _runs_and_dates(rows: pd.DataFrame) -> str:
+def runs_and_dates(rows: pd.DataFrame) -> str:
+    """``run A, B (2026-01-01 to 2026-01-02)``: the runs ``rows`` come from and their dates."""
     runs = sorted(rows["run"].dropna().unique())
     dates = sorted({str(d)[:10] for d in rows["datetime"].dropna() if str(d)})
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}" if dates else "undated"
@@ -143,6 +144,7 @@ def speedup_figure(
             mode, rows = modes[column]
             _speedup_panel(ax, pairing, rows)
             ax.set_title(f"{pairing.title}\nmode: {mode}", fontsize="medium")
+    figure.suptitle(alt)
     return Figure(name, _png(figure), alt)
 
 
