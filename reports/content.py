@@ -11,7 +11,7 @@ from reports.compare import Comparison
 from reports.decide import HEADLINES, decision_mode, expected_failure, ranking, recommendations
 from reports.document import Bullets, Details, Section, Table, Text
 from reports.gate import METRICS, check_rows, variant_rows
-from reports.noise import cause
+from reports.noise import BUSY_LOAD_PER_CPU, cause
 from reports.plots import per_device_figures, runs_and_dates, speedup_figure
 from reports.sources import SavedRun
 from reports.speedups import (
@@ -48,7 +48,7 @@ def sections(inputs: ReportInputs) -> list[Section]:
     devices = _ratios(device_pairings(ours, inputs.baseline_device), ours)
     built = [
         recommendation_section(inputs, view),
-        summary_section(inputs, view, speedups + devices),
+        summary_section(inputs, view, devices),
         ranking_section(view),
         noise_section(ours, inputs),
         gate_section(inputs.gate),
@@ -241,10 +241,7 @@ def summary_section(inputs: ReportInputs, view: pd.DataFrame, ratios: Ratios) ->
             "(the newest row of each variant x device x mode x batch)."
         ),
         _gate_headline(inputs.gate, inputs.gate_note),
-        (
-            f"{int(measured['noisy'].sum())} of {len(measured)} row(s) noisy (median uncertain by "
-            f"more than {inputs.noise:.0%}), flagged in the `noisy` column; causes under Noise."
-        ),
+        _noise_headline(measured, inputs.noise),
         *(_speedup_headline(pairing, frame) for pairing, frame in ratios),
     ]
     if (view["status"] != "ok").any():
@@ -259,6 +256,17 @@ def summary_section(inputs: ReportInputs, view: pd.DataFrame, ratios: Ratios) ->
         )
     items.extend(inputs.skipped)
     return Section("Summary", (Bullets(tuple(items)),))
+
+
+def _noise_headline(measured: pd.DataFrame, noise: float) -> str:
+    busy = measured["load_per_cpu"].astype(float) > BUSY_LOAD_PER_CPU
+    text = (
+        f"{int(measured['noisy'].sum())} of {len(measured)} row(s) noisy (median uncertain by "
+        f"more than {noise:.0%}"
+    )
+    if busy.any():
+        text += f", or saved on a busy machine: {int(busy.sum())} row(s)"
+    return text + "), flagged in the `noisy` column; causes under Noise."
 
 
 def _speedup_headline(pairing: Pairing, frame: pd.DataFrame) -> str:
