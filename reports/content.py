@@ -82,16 +82,15 @@ def recommendation_section(inputs: ReportInputs, view: pd.DataFrame) -> Section:
             f"Nothing to ship: no gate result ({inputs.gate_note}); only variants that passed "
             "the equivalence gate are recommended."
         ]
+    elif inputs.gate.get("status") in ("partial", "incomplete", "error"):
+        lines = [
+            f"Nothing to ship: the gate result is {inputs.gate['status']} ({inputs.gate_note}), "
+            "not a release verdict; run the whole gate."
+        ]
     elif not choices:
         lines = ["Nothing to ship: no measured variant passed the equivalence gate."]
     else:
-        lines = [
-            f"**batch {c.batch}**: {c.sentence()[len(f'batch {c.batch}: ') :]}" for c in choices
-        ]
-        if inputs.gate.get("status") in ("partial", "incomplete", "error"):
-            lines.append(
-                f"Caution: the gate result is {inputs.gate['status']}, not a release verdict."
-            )
+        lines = [f"**batch {c.batch}**: {c.sentence()}" for c in choices]
     for headline in HEADLINES:
         figures = headline.per_batch(view)
         if figures:

@@ -97,6 +97,16 @@ def test_without_a_gate_nothing_is_recommended(tmp_path):
     assert ": ship `" not in report
 
 
+def test_a_partial_gate_recommends_nothing(decided, tmp_path):
+    root, _, _ = decided
+    gate = {**syn.gate(GATE), "status": "partial", "not_run": ["eager"]}
+    (tmp_path / "gate.json").write_text(json.dumps(gate))
+    write_report([root / "runs"], gate=tmp_path / "gate.json", out=tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.split("\n\n")[2].startswith("- Nothing to ship: the gate result is partial")
+    assert ": ship `" not in report
+
+
 def test_ranking_times_each_row_against_the_fastest_that_passed(decided):
     _, samples, written = decided
     ranked = ranking(current_view(written.table))
