@@ -246,6 +246,21 @@ def test_the_tune_sweep_is_found_in_the_gates_release_folder(tmp_path):
     assert any(p.name == "tune_sweep.png" for p in written.files)
 
 
+def test_a_broken_tuned_json_in_the_release_folder_is_skipped_with_a_warning(tmp_path):
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "tuned.json").write_text('{"format_version": 1, "vari')
+    gate = syn.gate({FUSED: "pass"}, release=str(tmp_path / "release"))
+    (tmp_path / "gate.json").write_text(json.dumps(gate))
+    data = syn.timings(0.02, 0.02, 10, seed=1)
+    syn.save(tmp_path / "runs", syn.saved_run([syn.benchmark(FUSED, data)]), 1)
+
+    written = write_report([tmp_path / "runs"], gate=tmp_path / "gate.json", out=tmp_path / "out")
+
+    [warning] = written.warnings
+    assert warning.startswith(f"skipped {tmp_path / 'release' / 'tuned.json'}: not valid JSON")
+    assert "## Configuration sweep" not in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_an_explicit_tuned_file_must_be_a_sweep(tmp_path):
     data = syn.timings(0.02, 0.02, 10, seed=1)
     syn.save(tmp_path / "runs", syn.saved_run([syn.benchmark(FUSED, data)]), 1)
