@@ -74,6 +74,11 @@ def _errors(lines: pd.DataFrame, metric: str, values: np.ndarray, scale: float):
 def _device_figure(
     rows: pd.DataFrame, metric: str, scale: float, label: str, name: str, title: str
 ) -> Figure:
+    return Figure(name, _png(device_plot(rows, metric, scale, label, title)), title)
+
+
+def device_plot(rows: pd.DataFrame, metric: str, scale: float, label: str, title: str):
+    """The matplotlib figure behind :func:`per_device_figures`, for one device's rows."""
     from matplotlib.lines import Line2D
 
     modes = sorted(rows["mode"].fillna("-").unique())
@@ -107,7 +112,7 @@ def _device_figure(
             ]
         ax.legend(handles=handles, fontsize="small")
     figure.suptitle(title)
-    return Figure(name, _png(figure), title)
+    return figure
 
 
 def _expected_failures(rows: pd.DataFrame) -> set:

@@ -312,3 +312,41 @@ def test_synthetic_runs_read_like_the_bench_plugins(decided):
         "Intel(R) Xeon(R) Processor", "2 of 2 CPUs", "1.13.0",
     )  # fmt: skip
     assert row["load_per_cpu"] == 0.4 and row["steal"] == 0.0
+
+
+def test_throughput_plots_have_error_bars_from_zero_and_a_marker_per_run(tmp_path):
+    from reports.plots import MARKERS, device_plot
+
+    for number, median in ((1, 0.030), (2, 0.020)):
+        entries = [
+            syn.benchmark(
+                variant,
+                syn.timings(median * batch, 0.05, 20, seed=number * 10 + batch),
+                batch=batch,
+                mode="e2e",
+            )  # fmt: skip
+            for variant, batch in ((FUSED, 1), (WARP, 1), (FUSED, 4))
+            if (number, batch) != (2, 4)  # batch 4 only in run 1: the view mixes two runs
+        ]
+        syn.save(tmp_path, syn.saved_run(entries, when=f"2026-01-0{number}T00:00:00"), number)
+    gate = syn.gate({FUSED: "pass", WARP: "xfail"})
+    view = current_view(build_table(load_runs([tmp_path]).runs, gate))
+    figure = device_plot(view, "images_per_s", 1.0, "images/s", "title")
+    (ax,) = figure.axes
+
+    assert ax.get_ylim()[0] == 0
+    labels = ax.get_legend().get_texts()
+    assert [t.get_text() for t in labels] == [
+        FUSED,
+        f"{WARP} (expected failure)",
+        *(f"run {r}" for r in sorted(set(view["run"]))),
+    ]
+    fused = view[view["variant"] == FUSED].sort_values("batch")
+    points = [line for line in ax.lines if line.get_linestyle() == "None"]
+    markers = {line.get_marker() for line in points} - {"_"}  # "_": the error bars' caps
+    assert markers == set(MARKERS[:2])  # two runs in the view, two marker styles
+    # Error bars span batch / q3 to batch / q1 of each point.
+    bars = [c for c in ax.collections if len(c.get_segments()) == len(fused)]
+    low_high = sorted(tuple(sorted(seg[:, 1])) for seg in bars[0].get_segments())
+    expected = sorted(zip(fused["batch"] / fused["q3"], fused["batch"] / fused["q1"], strict=True))
+    assert np.allclose(low_high, expected)
