@@ -90,11 +90,11 @@ def recommendation_section(inputs: ReportInputs, view: pd.DataFrame) -> Section:
     elif not choices:
         lines = ["Nothing to ship: no measured variant passed the equivalence gate."]
     else:
-        lines = [f"**batch {c.batch}**: {c.sentence()}" for c in choices]
+        lines = [f"**{c.setting.label}**: {c.sentence()}" for c in choices]
     for headline in HEADLINES:
         figures = headline.per_batch(view)
         if figures:
-            per_batch = "; ".join(f"batch {batch} {ratio}" for batch, ratio in figures)
+            per_batch = "; ".join(f"{setting.label} {ratio}" for setting, ratio in figures)
             modes = "model / raw" if headline.modes else mode
             lines.append(f"**{headline.title}** ({headline.meaning}, {modes}): {per_batch}.")
     excluded = sorted(set(view.loc[expected_failure(view), "variant"].dropna()))
@@ -132,8 +132,8 @@ def ranking_section(view: pd.DataFrame) -> Section | None:
             "failures are greyed out."
         )
     ]
-    for batch, rows in ranked.groupby("batch", sort=True):
-        blocks.append(Text(f"**batch {batch}, {rows['mode'].iloc[0]}**"))
+    for setting, rows in ranked.groupby("setting", sort=False):
+        blocks.append(Text(f"**{setting}, {rows['mode'].iloc[0]}**"))
         blocks.append(
             Table(
                 fmt.display(rows, _RANKING_COLUMNS),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -44,6 +45,31 @@ def eligible(view: pd.DataFrame) -> pd.Series:
     return (view["status"] == "ok") & view["variant"].notna() & passed & ~expected_failure(view)
 
 
+class Setting(NamedTuple):
+    """What a decision is made for: a batch size and, in ``e2e`` mode, the frame size (frames
+    of different sizes are never compared with each other)."""
+
+    batch: int
+    image_size: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"batch {self.batch}" + (f", {self.image_size}" if self.image_size else "")
+
+
+def _setting_keys(mode: str | None) -> list[str]:
+    return ["batch", "image_size"] if mode == "e2e" else ["batch"]
+
+
+def _settings(rows: pd.DataFrame, mode: str | None):
+    """``(Setting, rows)`` per batch size (and frame size in e2e), in order."""
+    keys = _setting_keys(mode)
+    for values, group in rows.groupby(keys, sort=True, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        size = values[1] if len(values) > 1 and isinstance(values[1], str) else None
+        yield Setting(int(values[0]), size), group
+
+
 def per_image_ms(rows: pd.DataFrame) -> pd.Series:
     return rows["median"] * 1e3 / rows["batch"].astype(float)
 
@@ -68,9 +94,9 @@ def group_ratio(pairs: Sequence[tuple[pd.Series, pd.Series]]) -> Ratio:
 
 @dataclass(frozen=True)
 class Choice:
-    """The recommendation at one batch size."""
+    """The recommendation at one batch size (and frame size)."""
 
-    batch: int
+    setting: Setting
     mode: str
     row: pd.Series
     versus_external: Ratio | None
@@ -82,7 +108,7 @@ class Choice:
         row = self.row
         text = (
             f"ship `{row['variant']}` on `{row['device']}`: "
-            f"{significant(row['median'] * 1e3 / self.batch, 3)} ms/image {self.mode}"
+            f"{significant(row['median'] * 1e3 / self.setting.batch, 3)} ms/image {self.mode}"
         )
         if self.versus_external is not None:
             text += f", {self.versus_external} the speed of external"
@@ -100,18 +126,19 @@ class Choice:
 
 
 def recommendations(view: pd.DataFrame) -> list[Choice]:
-    """One :class:`Choice` per batch size that has an eligible row in the decision mode."""
+    """One :class:`Choice` per batch size (and e2e frame size) that has an eligible row in the
+    decision mode."""
     mode = decision_mode(view)
     if mode is None:
         return []
     candidates = view[eligible(view) & (view["mode"] == mode) & view["batch"].notna()]
     choices = []
-    for batch, rows in candidates.groupby("batch", sort=True):
+    for setting, rows in _settings(candidates, mode):
         ranked = rows.assign(_ms=per_image_ms(rows)).sort_values("_ms", kind="stable")
         best = ranked.iloc[0]
         choices.append(
             Choice(
-                batch=int(batch),
+                setting=setting,
                 mode=mode,
                 row=best,
                 versus_external=_versus_external(view, best),
@@ -123,7 +150,8 @@ def recommendations(view: pd.DataFrame) -> list[Choice]:
 
 def _versus_external(view: pd.DataFrame, best: pd.Series) -> Ratio | None:
     """Speed of ``best`` relative to the external variant of the same model, cbn fusion, device,
-    mode and batch (external median / best median: above 1 the recommendation is faster)."""
+    mode, batch and frame size (external median / best median: above 1 the recommendation is
+    faster)."""
     if best["preprocessing"] == "external":
         return None
     same = (
@@ -134,6 +162,7 @@ def _versus_external(view: pd.DataFrame, best: pd.Series) -> Ratio | None:
         & (view["device"] == best["device"])
         & (view["mode"] == best["mode"])
         & (view["batch"] == best["batch"])
+        & (view["image_size"].fillna("") == (best["image_size"] or ""))
     )
     if not same.any():
         return None
@@ -142,7 +171,8 @@ def _versus_external(view: pd.DataFrame, best: pd.Series) -> Ratio | None:
 
 @dataclass(frozen=True)
 class Headline:
-    """A ratio per batch size between two sides of one column, matched on ``by``."""
+    """A ratio per batch size (and e2e frame size) between two sides of one column, matched
+    on ``by`` and the frame size."""
 
     title: str
     column: str
@@ -152,19 +182,21 @@ class Headline:
     meaning: str
     modes: tuple[str, ...] | None = None  # None: the decision mode only
 
-    def per_batch(self, view: pd.DataFrame) -> list[tuple[int, Ratio]]:
-        """The geometric-mean ratio over every matched pair, one per batch size."""
+    def per_batch(self, view: pd.DataFrame) -> list[tuple[Setting, Ratio]]:
+        """The geometric-mean ratio over every matched pair, one per batch size (and frame
+        size, for the e2e mode)."""
         measured = view[(view["status"] == "ok") & view["variant"].notna()]
         modes = self.modes or (decision_mode(view),)
         measured = measured[measured["mode"].isin(modes) & ~expected_failure(measured)]
         top = measured[measured[self.column] == self.numerator]
         bottom = measured[measured[self.column] == self.denominator]
-        keys = [*self.by, "batch"]
+        keys = [*self.by, "batch", "image_size"]  # merge matches a blank size with a blank one
         pairs = top.merge(bottom, on=keys, suffixes=("_n", "_d"))
         result = []
-        for batch, rows in pairs.groupby("batch", sort=True):
+        mode = "e2e" if "e2e" in modes else None
+        for setting, rows in _settings(pairs, mode):
             matched = [(_side(row, "_n"), _side(row, "_d")) for _, row in rows.iterrows()]
-            result.append((int(batch), group_ratio(matched)))
+            result.append((setting, group_ratio(matched)))
         return result
 
 
@@ -202,9 +234,10 @@ HEADLINES = (
 
 
 def ranking(view: pd.DataFrame) -> pd.DataFrame:
-    """Every measured variant x device in the decision mode, per batch size, fastest first.
+    """Every measured variant x device in the decision mode, per batch size (and e2e frame
+    size: column ``setting``), fastest first.
 
-    ``x_fastest`` is the row's time over the fastest eligible row's at that batch size;
+    ``x_fastest`` is the row's time over the fastest eligible row's in the same setting;
     ``rank`` counts eligible rows only (expected failures and gate failures have none).
     """
     mode = decision_mode(view)
@@ -215,10 +248,13 @@ def ranking(view: pd.DataFrame) -> pd.DataFrame:
         expected_failure_flag=lambda f: expected_failure(f),
     )
     parts = []
-    for _, batch_rows in rows.groupby("batch", sort=True):
+    for setting, batch_rows in _settings(rows, mode):
         batch_rows = batch_rows.sort_values("per_image_ms", kind="stable")
+        batch_rows = batch_rows.assign(setting=setting.label)
         fastest = batch_rows.loc[batch_rows["eligible"], "median"].min()
         batch_rows = batch_rows.assign(x_fastest=batch_rows["median"] / fastest)
         rank = batch_rows["eligible"].cumsum().where(batch_rows["eligible"])
         parts.append(batch_rows.assign(rank=rank))
-    return pd.concat(parts, ignore_index=True) if parts else rows.assign(x_fastest=[], rank=[])
+    if not parts:
+        return rows.assign(x_fastest=[], rank=[], setting=[])
+    return pd.concat(parts, ignore_index=True)

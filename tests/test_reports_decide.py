@@ -67,15 +67,15 @@ def test_the_recommendation_is_the_fastest_variant_that_passed_the_gate(decided)
 
     passed = {k: v for k, v in samples.items() if GATE[k[0]] == "pass"}
     for choice in choices:
-        mine = {k: v for k, v in passed.items() if k[2] == choice.batch}
+        mine = {k: v for k, v in passed.items() if k[2] == choice.setting.batch}
         expected = min(mine, key=lambda k: np.median(mine[k]))
         assert (choice.row["variant"], choice.row["device"]) == expected[:2]
-        external = samples[EXTERNAL, expected[1], choice.batch]
+        external = samples[EXTERNAL, expected[1], choice.setting.batch]
         fused = samples[expected]
         speed = choice.versus_external
         assert speed.value == pytest.approx(np.median(external) / np.median(fused), rel=1e-12)
         assert speed.low < speed.value < speed.high
-    assert [c.batch for c in choices] == [1, 4]
+    assert [c.setting.label for c in choices] == ["batch 1", "batch 4"]
 
     report = (root / "out" / "report.md").read_text()
     first = report.split("\n\n")[2]  # after the title and the "Recommendation" heading
@@ -86,6 +86,24 @@ def test_the_recommendation_is_the_fastest_variant_that_passed_the_gate(decided)
         WARP in line or FUSED_OFF in line for line in ship_lines
     )
     assert f"`{WARP}`" in report.split("## Summary")[0]  # named as never recommended
+
+
+def test_frames_of_different_sizes_are_decided_apart(tmp_path):
+    entries = []
+    for seed, (variant, size, median) in enumerate(
+        ((FUSED, [480, 640], 0.010), (EXTERNAL, [480, 640], 0.012),
+         (FUSED, [1080, 1920], 0.040), (EXTERNAL, [1080, 1920], 0.030))
+    ):  # fmt: skip
+        data = syn.timings(median, 0.02, 30, seed=seed)
+        entries.append(syn.benchmark(variant, data, mode="e2e", image_size=size))
+    syn.save(tmp_path, syn.saved_run(entries), 1)
+    view = current_view(build_table(load_runs([tmp_path]).runs, syn.gate(GATE)))
+
+    choices = {c.setting.label: c.row["variant"] for c in recommendations(view)}
+    assert choices == {"batch 1, 1080x1920": EXTERNAL, "batch 1, 480x640": FUSED}
+    figures = {s.label: r for s, r in HEADLINES[0].per_batch(view)}
+    assert set(figures) == set(choices) and all(r.pairs == 1 for r in figures.values())
+    assert figures["batch 1, 480x640"].value > 1 > figures["batch 1, 1080x1920"].value
 
 
 def test_without_a_gate_nothing_is_recommended(tmp_path):
@@ -126,7 +144,7 @@ def test_ranking_times_each_row_against_the_fastest_that_passed(decided):
 def test_headline_ratios_are_one_figure_per_batch_over_every_pair(decided):
     _, samples, written = decided
     view = current_view(written.table)
-    fused_vs_external = dict(HEADLINES[0].per_batch(view))
+    fused_vs_external = {s.batch: r for s, r in HEADLINES[0].per_batch(view)}
     for batch, figure in fused_vs_external.items():
         logs = [
             np.log(np.median(samples[EXTERNAL, device, batch]))

@@ -173,7 +173,7 @@ def test_the_recommendation_comes_first_and_the_page_fits_1400_px(decided_page, 
     # Even with the gate's per-check detail (21 columns) unfolded, the page stays in bounds.
     unfolded = probe(decided_page.replace("<details>", "<details open>"), tmp_path, "open.html")
 
-    assert found["first"].startswith("batch 1: ship resnet18.fused.cbn-on on cpu: ")
+    assert found["first"].startswith("batch 1, 1080x1920: ship resnet18.fused.cbn-on on cpu: ")
     assert found["firstTop"] < found["tablesTop"]
     assert found["firstTop"] < 200, "the recommendation is not at the top of the window"
     assert found["width"] <= PAGE_LIMIT_PX and unfolded["width"] <= PAGE_LIMIT_PX
