@@ -21,6 +21,7 @@ import pandas as pd
 
 from reports.formatting import significant
 from reports.intervals import Ratio, ratio
+from reports.noise import cause
 
 MODE_PREFERENCE = ("e2e", "model")
 """The timing mode recommendations and rankings use: the first one the runs have."""
@@ -116,6 +117,8 @@ class Choice:
             text += ", the external pipeline itself"
         if pd.notna(row.get("gate_margin")):
             text += f", gate margin {row['gate_margin']:.2f}"
+        if bool(row.get("noisy", False)):
+            text += f" (noisy, {cause(row)}: measure again before shipping)"
         if self.runner_up is not None:
             other = self.runner_up
             text += (

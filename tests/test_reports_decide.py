@@ -115,6 +115,17 @@ def test_without_a_gate_nothing_is_recommended(tmp_path):
     assert ": ship `" not in report
 
 
+def test_a_recommendation_from_a_busy_run_says_so(tmp_path):
+    data = syn.timings(0.02, 0.02, 30, seed=1)
+    run = syn.saved_run([syn.benchmark(FUSED, data, mode="e2e")], load_per_cpu=4.5)
+    syn.save(tmp_path / "runs", run, 1)
+    (tmp_path / "gate.json").write_text(json.dumps(syn.gate({FUSED: "pass"})))
+    write_report([tmp_path / "runs"], gate=tmp_path / "gate.json", out=tmp_path / "out")
+    first = (tmp_path / "out" / "report.md").read_text().split("\n\n")[2]
+    assert first.startswith(f"- **batch 1**: ship `{FUSED}` on `cpu`: ")
+    assert "(noisy, machine busy: load 4.5 per CPU: measure again before shipping)" in first
+
+
 def test_a_partial_gate_recommends_nothing(decided, tmp_path):
     root, _, _ = decided
     gate = {**syn.gate(GATE), "status": "partial", "not_run": ["eager"]}
