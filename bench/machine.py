@@ -30,7 +30,7 @@ STEAL_WINDOW_S = 0.5
 
 def thread_info() -> dict:
     """Logical CPUs, the CPUs this process may use, each device config's threads and env limits."""
-    from exporters.devices import DEVICE_CONFIGS
+    from mge_harness.exporters.devices import DEVICE_CONFIGS
 
     return {
         "logical_cpus": os.cpu_count(),
@@ -106,7 +106,7 @@ def machine_info() -> dict:
     import megengine
     import megenginelite
 
-    from exporters.version import harness_version
+    from mge_harness.exporters.version import harness_version
 
     return {
         "harness_version": harness_version(),

@@ -6,22 +6,22 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports import formatting as fmt
-from reports.compare import Comparison
-from reports.decide import HEADLINES, decision_mode, expected_failure, ranking, recommendations
-from reports.document import Bullets, Details, Section, Table, Text
-from reports.gate import METRICS, check_rows, variant_rows
-from reports.noise import BUSY_LOAD_PER_CPU, cause
-from reports.plots import per_device_figures, runs_and_dates, speedup_figure
-from reports.sources import SavedRun
-from reports.speedups import (
+from mge_harness.reports import formatting as fmt
+from mge_harness.reports.compare import Comparison
+from mge_harness.reports.decide import HEADLINES, decision_mode, expected_failure, ranking, recommendations
+from mge_harness.reports.document import Bullets, Details, Section, Table, Text
+from mge_harness.reports.gate import METRICS, check_rows, variant_rows
+from mge_harness.reports.noise import BUSY_LOAD_PER_CPU, cause
+from mge_harness.reports.plots import per_device_figures, runs_and_dates, speedup_figure
+from mge_harness.reports.sources import SavedRun
+from mge_harness.reports.speedups import (
     FUSED_VS_EXTERNAL,
     FUSION_ON_VS_OFF,
     Pairing,
     device_pairings,
 )
-from reports.sweep import recommended_lines, sweep_figure, sweep_frame
-from reports.table import current_view, device_label
+from mge_harness.reports.sweep import recommended_lines, sweep_figure, sweep_frame
+from mge_harness.reports.table import current_view, device_label
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from reports.formatting import significant
-from reports.intervals import Ratio, ratio
-from reports.noise import cause
+from mge_harness.reports.formatting import significant
+from mge_harness.reports.intervals import Ratio, ratio
+from mge_harness.reports.noise import cause
 
 MODE_PREFERENCE = ("e2e", "model")
 """The timing mode recommendations and rankings use: the first one the runs have."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.document import Figure
+from mge_harness.reports.document import Figure
 
 COLUMNS = (
     "variant",
@@ -101,7 +101,7 @@ def sweep_figure(frame: pd.DataFrame, title: str, name: str = "tune_sweep.png") 
     that were not timed are listed on the axis with their verdict."""
     if frame.empty:
         return None
-    from reports.plots import MARKERS, _figure, _png
+    from mge_harness.reports.plots import MARKERS, _figure, _png
 
     variants = list(dict.fromkeys(frame["variant"]))
     figure, axes = _figure(len(variants), 1)

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from reports.defaults import NOISY
-from reports.gate import variant_summary
-from reports.noise import BUSY_LOAD_PER_CPU, median_uncertainty
-from reports.sources import SavedRun
-from reports.stats import STAT_FIELDS, timing_stats
+from mge_harness.reports.defaults import NOISY
+from mge_harness.reports.gate import variant_summary
+from mge_harness.reports.noise import BUSY_LOAD_PER_CPU, median_uncertainty
+from mge_harness.reports.sources import SavedRun
+from mge_harness.reports.stats import STAT_FIELDS, timing_stats
 
 PROVENANCE = (
     "host",

@@ -11,20 +11,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench.cases import RAW_BATCH, RAW_DEVICE, build_cases
-from bench.grid import (
+from mge_harness.bench.cases import RAW_BATCH, RAW_DEVICE, build_cases
+from mge_harness.bench.grid import (
     full_grid,
     parse_batch_sizes,
     parse_devices,
     quick_grid,
     select_grid,
 )
-from bench.inputs import IMAGE_SIZE, image_batch, model_feed
-from bench.machine import load_info, steal_share
-from bench.state import sidecar_document, sidecar_name
-from exporters.devices import DEVICE_CONFIGS, QUICK_DEVICES
-from exporters.errors import HarnessError
-from exporters.probe import classify_exit, run_probe
+from mge_harness.bench.inputs import IMAGE_SIZE, image_batch, model_feed
+from mge_harness.bench.machine import load_info, steal_share
+from mge_harness.bench.state import sidecar_document, sidecar_name
+from mge_harness.exporters.devices import DEVICE_CONFIGS, QUICK_DEVICES
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.probe import classify_exit, run_probe
 
 # --- grid ----------------------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ def test_model_feed_matches_the_variant_input(tiny_manifest):
 
 
 def test_loaded_runners_load_once_and_release_the_oldest(tiny_manifest):
-    from bench.loaded import LoadedRunners
+    from mge_harness.bench.loaded import LoadedRunners
 
     external, fused = (
         next(e for e in tiny_manifest.variants if e.preprocessing == p)
@@ -245,8 +245,8 @@ def test_load_info_without_proc_stat_leaves_steal_unknown(tmp_path):
 def test_synthetic_runs_have_the_machine_info_layout_a_real_bench_run_saves():
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
 
-    from bench.machine import machine_info
-    from reports.synthetic import saved_run
+    from mge_harness.bench.machine import machine_info
+    from mge_harness.reports.synthetic import saved_run
 
     real = pytest_benchmark_generate_machine_info()  # what pytest-benchmark starts from
     real.update(machine_info())  # what bench.plugin's hook merges in
@@ -276,7 +276,7 @@ def test_sidecar_without_a_saved_run_gets_its_own_time_and_machine():
 
 @pytest.fixture(scope="module")
 def tiny_manifest():
-    from exporters.manifest import load_manifest
-    from exporters.release import builtin_release
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.release import builtin_release
 
     return load_manifest(builtin_release("tiny", progress=None))

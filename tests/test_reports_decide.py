@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import synthetic as syn
-from reports.build import write_report
-from reports.cli import main
-from reports.decide import HEADLINES, ranking, recommendations
-from reports.intervals import ratio
-from reports.noise import NOTCH, cause
-from reports.sources import load_runs
-from reports.table import build_table, current_view
+from mge_harness.reports import synthetic as syn
+from mge_harness.reports.build import write_report
+from mge_harness.reports.cli import main
+from mge_harness.reports.decide import HEADLINES, ranking, recommendations
+from mge_harness.reports.intervals import ratio
+from mge_harness.reports.noise import NOTCH, cause
+from mge_harness.reports.sources import load_runs
+from mge_harness.reports.table import build_table, current_view
 
 EXTERNAL = "resnet18.external.cbn-on"
 FUSED = "resnet18.fused.cbn-on"
@@ -344,7 +344,7 @@ def test_synthetic_runs_read_like_the_bench_plugins(decided):
 
 
 def test_throughput_plots_have_error_bars_from_zero_and_a_marker_per_run(tmp_path):
-    from reports.plots import MARKERS, device_plot
+    from mge_harness.reports.plots import MARKERS, device_plot
 
     for number, median in ((1, 0.030), (2, 0.020)):
         entries = [
