@@ -1,30 +1,21 @@
-"""Provenance for saved benchmark runs: MegEngine/Lite versions, CPU, threads, CUDA.
+"""Provenance for saved benchmark runs: MegEngine/Lite versions, threads, CUDA, machine load.
 
 ``machine_info()`` feeds the ``pytest_benchmark_update_machine_info`` hook, so the numbers in a
-saved run can be traced to the software and hardware that produced them.
+saved run can be traced to the software and hardware that produced them. The CPU (model, flags)
+is pytest-benchmark's own ``machine_info["cpu"]`` (py-cpuinfo), so it is not repeated here.
+
+``load`` says how busy the machine was when the run was saved, the two usual causes of noisy
+timings on shared machines: other processes competing for the cores (the load average per
+usable CPU; above 1 the run queue was longer than the CPUs it had) and a hypervisor taking
+time from the guest (CPU steal, the share of CPU time the virtual CPUs waited for a physical
+one). The reports read both to explain noisy rows.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-
-#: CPU flags that decide which MegEngine x86 kernels run (the full list stays in ``cpu.flags``).
-SIMD_FLAGS = (
-    "sse4_1",
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512vnni",
-    "avx_vnni",
-    "amx_tile",
-)
 
 #: Fields of MegEngine's CUDA device property object recorded per device.
 CUDA_PROPS = ("name", "major", "minor", "total_memory")
@@ -32,23 +23,9 @@ CUDA_PROPS = ("name", "major", "minor", "total_memory")
 #: Environment variables that change how many threads numeric libraries use.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-
-def cpu_model_and_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
-    """CPU model name and the ``SIMD_FLAGS`` it has, from ``/proc/cpuinfo`` (first processor)."""
-    model, flags = "unknown", []
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return model, flags
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model == "unknown":
-            model = value.strip()
-        elif key == "flags" and not flags:
-            present = set(value.split())
-            flags = [flag for flag in SIMD_FLAGS if flag in present]
-    return model, flags
+#: How long :func:`load_info` samples ``/proc/stat`` for the current CPU steal, in seconds:
+#: 100 jiffies on a 2-CPU machine at the usual 100 Hz, enough to resolve a 1 % steal share.
+STEAL_WINDOW_S = 0.5
 
 
 def thread_info() -> dict:
@@ -60,6 +37,49 @@ def thread_info() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "device_config_threads": {name: cfg.threads for name, cfg in DEVICE_CONFIGS.items()},
         "env": {name: os.environ[name] for name in THREAD_ENV if name in os.environ},
+    }
+
+
+def _cpu_times(stat: Path) -> list[int] | None:
+    """The aggregate ``cpu`` line of ``/proc/stat`` (user nice system idle iowait irq softirq
+    steal ...), in jiffies; None where it cannot be read (not Linux)."""
+    try:
+        first = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if first[:1] != ["cpu"] or len(first) < 9:
+        return None
+    return [int(value) for value in first[1:9]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float | None:
+    """The share of CPU time stolen by the hypervisor between two ``/proc/stat`` samples."""
+    deltas = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(deltas)
+    return deltas[7] / total if total > 0 else None
+
+
+def load_info(
+    stat: Path = Path("/proc/stat"), window_s: float = STEAL_WINDOW_S, sleep=time.sleep
+) -> dict:
+    """How busy the machine is: load averages (1, 5, 15 min), the load per usable CPU, and the
+    CPU steal share now (sampled over ``window_s``) and since boot. Unknown fields are None."""
+    try:
+        averages = list(os.getloadavg())
+    except OSError:
+        averages = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    before = _cpu_times(stat)
+    after = None
+    if before is not None:
+        sleep(window_s)
+        after = _cpu_times(stat)
+    return {
+        "loadavg": averages,
+        "load_per_cpu": averages[0] / usable if averages and usable else None,
+        "steal_now": steal_share(before, after) if before and after else None,
+        "steal_since_boot": steal_share([0] * 8, before) if before else None,
+        "steal_window_s": window_s,
     }
 
 
@@ -82,19 +102,17 @@ def cuda_info() -> dict | str:
 
 def machine_info() -> dict:
     """Everything above as one JSON-ready dict, merged into pytest-benchmark's ``machine_info``
-    (the reports read ``megengine_version``/``lite_version`` at its top level)."""
+    at its top level (where the reports read ``megengine_version``, ``threads``, ``load``...)."""
     import megengine
     import megenginelite
 
     from mge_harness.exporters.version import harness_version
 
-    model, flags = cpu_model_and_flags()
     return {
         "harness_version": harness_version(),
         "megengine_version": megengine.__version__,
         "lite_version": megenginelite.__version__,
-        "cpu_model": model,
-        "cpu_simd_flags": flags,
         "threads": thread_info(),
         "cuda": cuda_info(),
+        "load": load_info(),
     }

@@ -19,7 +19,7 @@ from mge_harness.reports.compare import Comparison
 from mge_harness.reports.content import ReportInputs, comparison_sections, sections
 from mge_harness.reports.document import Figure, Section, to_html, to_markdown
 from mge_harness.reports.errors import ReportError
-from mge_harness.reports.sources import load_runs, read_gate
+from mge_harness.reports.sources import load_runs, read_gate, read_tuned
 from mge_harness.reports.table import build_table
 
 TITLE = "MegEngine variant benchmarks"
@@ -38,27 +38,33 @@ def write_report(
     benchmarks: Sequence[Path | str] = (defaults.STORAGE,),
     gate: Path | str | None = None,
     out: Path | str = defaults.OUT,
-    noise_cv: float = defaults.NOISY_CV,
+    noise: float = defaults.NOISY,
     baseline_device: str = defaults.BASELINE_DEVICE,
+    tuned: Path | str | None = None,
 ) -> WrittenReport:
     """Read saved runs and the gate, and write the report files into ``out``.
 
     ``benchmarks``: files or folders of saved runs, scanned recursively; defaults to
     ``.benchmarks``. ``gate``: the gate result to show; defaults to ``results/gate.json`` if it
-    exists (an explicit path must exist). ``out`` defaults to ``results``. ``noise_cv``: CV above
-    which a row is flagged noisy. ``baseline_device``: the device other devices' speedups are
-    relative to; defaults to ``cpu``.
+    exists (an explicit path must exist). ``out`` defaults to ``results``. ``noise``: the
+    relative uncertainty of a median above which its row is flagged noisy (:mod:`reports.noise`).
+    ``baseline_device``: the device other devices' speedups are relative to; defaults to
+    ``cpu``. ``tuned``: the configuration sweep to show (a ``tuned.json``); defaults to
+    ``tuned.json`` in the release folder the gate result names, when that file exists.
     """
     loaded = load_runs(benchmarks)
     gate_data, gate_note, gate_warnings = _gate(gate)
+    tuned_data, tuned_note, tuned_warnings = find_tuned(tuned, gate_data)
     inputs = ReportInputs(
-        table=build_table(loaded.runs, gate_data, noise_cv),
+        table=build_table(loaded.runs, gate_data, noise),
         runs=loaded.runs,
         gate=gate_data,
         gate_note=gate_note,
-        skipped=loaded.skipped + gate_warnings,
-        noise_cv=noise_cv,
+        skipped=loaded.skipped + gate_warnings + tuned_warnings,
+        noise=noise,
         baseline_device=baseline_device,
+        tuned=tuned_data,
+        tuned_note=tuned_note,
     )
     csv = inputs.table.drop(columns="samples").to_csv(index=False)
     files = write_document(Path(out), "report", TITLE, sections(inputs))
@@ -75,6 +81,31 @@ def _gate(path: Path | str | None) -> tuple[dict | None, str, tuple[str, ...]]:
         return read_gate(defaults.GATE), f"from {defaults.GATE}", ()
     except ReportError as exc:
         return None, f"{defaults.GATE} unreadable", (f"skipped {exc}",)
+
+
+def find_tuned(
+    path: Path | str | None, gate: dict | None
+) -> tuple[dict | None, str, tuple[str, ...]]:
+    """The sweep to show, where it came from, and warnings.
+
+    An explicit ``path`` must be a readable ``tuned.json``. Without one, the report looks in the
+    release folder the gate result names (``gate.json``'s ``release``, where
+    ``python -m bench.tune --release DIR`` writes ``DIR/tuned.json``); a broken file found there
+    is skipped with a warning. Saved benchmark runs do not record their release folder, so the
+    gate result is the only pointer; pass ``--tuned FILE`` otherwise.
+    """
+    if path is not None:
+        return read_tuned(path), f"from {path}", ()
+    release = (gate or {}).get("release")
+    if not isinstance(release, str) or not release:
+        return None, "no tuned.json: no gate result names a release folder; pass --tuned FILE", ()
+    found = Path(release) / defaults.TUNED
+    if not found.is_file():
+        return None, f"no {found} (write it with python -m bench.tune --release {release})", ()
+    try:
+        return read_tuned(found), f"from {found}", ()
+    except ReportError as exc:
+        return None, f"{found} unreadable", (f"skipped {exc}",)
 
 
 def _comparison_title(comparison: Comparison) -> str:

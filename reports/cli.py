@@ -1,7 +1,8 @@
 """``python -m reports``: the benchmark report, or a comparison of two saved runs.
 
 Exit status: 0 on success, 1 when ``--compare`` finds a regression that fails a ``--fail-on``
-rule, 2 on a user mistake (printed as one ``error: ...`` line on stderr, no traceback).
+rule, 2 on a user mistake (printed as one ``error: ...`` line on stderr, no traceback), 130 on
+Ctrl-C (``error: interrupted``; report files are written atomically, so none is left half done).
 Only argparse and the standard library are imported before the arguments are parsed, so
 ``--help`` is instant.
 """
@@ -31,6 +32,16 @@ thresholds above the run-to-run drift of your machine (10% or more for medians o
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
         raise ReportError(f"{message} (see python -m reports --help)")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,11 +74,19 @@ def parser() -> argparse.ArgumentParser:
         help=f"folder for the report files (default: {defaults.OUT})",
     )
     p.add_argument(
-        "--noise-cv",
-        type=float,
-        default=defaults.NOISY_CV,
+        "--noise",
+        type=_fraction,
+        default=defaults.NOISY,
         metavar="FRACTION",
-        help=f"flag rows whose stddev/mean exceeds this as noisy (default: {defaults.NOISY_CV})",
+        help="flag rows whose median is uncertain by more than this fraction (half-width of its "
+        f"95%% interval over the median) as noisy (default: {defaults.NOISY})",
+    )
+    p.add_argument(
+        "--tuned",
+        type=Path,
+        metavar="FILE",
+        help=f"configuration sweep to show (default: {defaults.TUNED} in the release folder "
+        "the gate result names, when it exists)",
     )
     p.add_argument(
         "--baseline-device",
@@ -112,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # as exporters.errors.run_cli: one line, the shell's 128 + SIGINT
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -123,8 +145,9 @@ def _report(args: argparse.Namespace) -> int:
         benchmarks=args.benchmarks,
         gate=args.gate,
         out=args.out,
-        noise_cv=args.noise_cv,
+        noise=args.noise,
         baseline_device=args.baseline_device,
+        tuned=args.tuned,
     )
     for warning in written.warnings:
         print(f"warning: {warning}", file=sys.stderr)

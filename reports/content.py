@@ -8,9 +8,17 @@ import pandas as pd
 
 from mge_harness.reports import formatting as fmt
 from mge_harness.reports.compare import Comparison
-from mge_harness.reports.document import Bullets, Section, Table, Text
-from mge_harness.reports.gate import METRICS, check_rows
-from mge_harness.reports.plots import per_device_figures, speedup_figure
+from mge_harness.reports.decide import (
+    HEADLINES,
+    decision_mode,
+    expected_failure,
+    ranking,
+    recommendations,
+)
+from mge_harness.reports.document import Bullets, Details, Section, Table, Text
+from mge_harness.reports.gate import METRICS, check_rows, variant_rows
+from mge_harness.reports.noise import BUSY_LOAD_PER_CPU, cause
+from mge_harness.reports.plots import per_device_figures, runs_and_dates, speedup_figure
 from mge_harness.reports.sources import SavedRun
 from mge_harness.reports.speedups import (
     FUSED_VS_EXTERNAL,
@@ -18,6 +26,7 @@ from mge_harness.reports.speedups import (
     Pairing,
     device_pairings,
 )
+from mge_harness.reports.sweep import recommended_lines, sweep_figure, sweep_frame
 from mge_harness.reports.table import current_view, device_label
 
 
@@ -31,8 +40,10 @@ class ReportInputs:
     gate: dict | None
     gate_note: str
     skipped: tuple[str, ...]
-    noise_cv: float
+    noise: float
     baseline_device: str
+    tuned: dict | None = None
+    tuned_note: str = "no tuned.json"
 
 
 def sections(inputs: ReportInputs) -> list[Section]:
@@ -42,16 +53,20 @@ def sections(inputs: ReportInputs) -> list[Section]:
     speedups = _ratios([FUSED_VS_EXTERNAL, FUSION_ON_VS_OFF], ours)
     devices = _ratios(device_pairings(ours, inputs.baseline_device), ours)
     built = [
-        summary_section(inputs, view, speedups + devices),
+        recommendation_section(inputs, view),
+        summary_section(inputs, view, devices),
+        ranking_section(view),
+        noise_section(ours, inputs),
         gate_section(inputs.gate),
         latency_section(ours),
-        ratio_section("Speedups", speedups, "speedup.png", _SPEEDUP_INTRO),
-        ratio_section("Devices", devices, "speedup_devices.png", _DEVICE_INTRO),
+        ratio_section("Speedups", speedups, "speedup.png", _SPEEDUP_INTRO, ours),
+        ratio_section("Devices", devices, "speedup_devices.png", _DEVICE_INTRO, ours),
         plots_section(ours),
+        sweep_section(inputs),
         not_measured_section(view),
         other_section(view),
         runs_section(inputs),
-        definitions_section(inputs.noise_cv),
+        definitions_section(inputs.noise),
     ]
     return [section for section in built if section is not None]
 
@@ -64,6 +79,164 @@ def _ratios(pairings: list[Pairing], ours: pd.DataFrame) -> Ratios:
     return [(pairing, frame) for pairing, frame in computed if not frame.empty]
 
 
+def recommendation_section(inputs: ReportInputs, view: pd.DataFrame) -> Section:
+    """What to ship at each batch size, then the headline ratios, each with a 95 % interval."""
+    mode = decision_mode(view)
+    choices = recommendations(view)
+    if inputs.gate is None:
+        lines = [
+            f"Nothing to ship: no gate result ({inputs.gate_note}); only variants that passed "
+            "the equivalence gate are recommended."
+        ]
+    elif inputs.gate.get("status") in ("partial", "incomplete", "error"):
+        lines = [
+            f"Nothing to ship: the gate result is {inputs.gate['status']} ({inputs.gate_note}), "
+            "not a release verdict; run the whole gate."
+        ]
+    elif not choices:
+        lines = ["Nothing to ship: no measured variant passed the equivalence gate."]
+    else:
+        lines = [f"**{c.setting.label}**: {c.sentence()}" for c in choices]
+    for headline in HEADLINES:
+        figures = headline.per_batch(view)
+        if figures:
+            per_batch = "; ".join(f"{setting.label} {ratio}" for setting, ratio in figures)
+            modes = "model / raw" if headline.modes else mode
+            lines.append(f"**{headline.title}** ({headline.meaning}, {modes}): {per_batch}.")
+    excluded = sorted(set(view.loc[expected_failure(view), "variant"].dropna()))
+    if excluded:
+        lines.append(
+            "Never recommended (expected failures in the manifest): "
+            + ", ".join(f"`{v}`" for v in excluded)
+            + "."
+        )
+    return Section("Recommendation", (Bullets(tuple(lines)),))
+
+
+_RANKING_COLUMNS = {
+    "rank": ("rank", fmt.integer),
+    "variant": ("variant", fmt.text),
+    "device": ("device", fmt.text),
+    "ms/image": ("per_image_ms", fmt.millis),
+    "x fastest": ("x_fastest", fmt.ratio),
+    "images/s": ("images_per_s", fmt.rate),
+    "gate": ("equivalence", fmt.text),
+    "gate margin": ("gate_margin", fmt.general),
+    "noisy": ("noisy", fmt.flag),
+    "run": ("run", fmt.text),
+}
+
+
+def ranking_section(view: pd.DataFrame) -> Section | None:
+    ranked = ranking(view)
+    if ranked.empty:
+        return None
+    blocks: list = [
+        Text(
+            "Every measured variant x device config, fastest first. `x fastest` is the time over "
+            "the fastest row that passed the gate; only rows that passed are ranked. Expected "
+            "failures are greyed out."
+        )
+    ]
+    for setting, rows in ranked.groupby("setting", sort=False):
+        blocks.append(Text(f"**{setting}, {rows['mode'].iloc[0]}**"))
+        blocks.append(
+            Table(
+                fmt.display(rows, _RANKING_COLUMNS),
+                highlight=tuple(rows["noisy"]),
+                muted=tuple(rows["expected_failure_flag"]),
+            )
+        )
+    return Section("Ranking", tuple(blocks))
+
+
+_NOISE_COLUMNS = {
+    "variant": ("variant", fmt.text),
+    "device": ("device", fmt.text),
+    "mode": ("mode", fmt.text),
+    "batch": ("batch", fmt.text),
+    "rounds": ("rounds", fmt.text),
+    "median +-": ("uncertainty", fmt.percent),
+    "CV": ("cv", fmt.percent),
+    "likely cause": ("cause", fmt.text),
+    "run": ("run", fmt.text),
+}
+
+
+def noise_section(ours: pd.DataFrame, inputs: ReportInputs) -> Section | None:
+    if ours.empty:
+        return None
+    loads = [
+        f"run `{run.label}`: " + _load_text(run.load())
+        for run in inputs.runs
+        if run.label in set(ours["run"])
+    ]
+    intro = Text(
+        f"A row is noisy when its median is uncertain by more than {inputs.noise:.0%} (half-width "
+        "of its 95 % interval, 1.57 IQR / sqrt(rounds), over the median), and every row of a "
+        "run saved at a load above one task per CPU (other processes took turns on its cores, "
+        "so its medians do not repeat). The machine's load when each run was saved:"
+    )
+    noisy = ours[ours["noisy"].fillna(False).astype(bool)]
+    if noisy.empty:
+        return Section("Noise", (intro, Bullets(tuple(loads)), Text("No row is noisy.")))
+    noisy = noisy.assign(cause=[cause(row) for _, row in noisy.iterrows()])
+    noisy = noisy.sort_values("uncertainty", ascending=False, kind="stable")
+    return Section(
+        "Noise", (intro, Bullets(tuple(loads)), Table(fmt.display(noisy, _NOISE_COLUMNS)))
+    )
+
+
+def _load_text(load: dict) -> str:
+    parts = []
+    if load["load_per_cpu"] is not None:
+        parts.append(f"load {load['load_per_cpu']:.2f} per CPU")
+    if load["steal"] is not None:
+        parts.append(f"CPU steal {load['steal']:.1%}")
+    return ", ".join(parts) or "not recorded (saved before the harness recorded load)"
+
+
+_SWEEP_COLUMNS = {
+    "variant": ("variant", fmt.text),
+    "batch": ("batch", fmt.text),
+    "config": ("config", fmt.text),
+    "verdict": ("verdict", fmt.text),
+    "recommended": ("recommended", fmt.flag),
+    "speedup": ("speedup", fmt.ratio),
+    "95 % low": ("low", fmt.ratio),
+    "95 % high": ("high", fmt.ratio),
+    "cpu/wall": ("cpu_per_wall", fmt.general),
+    "baseline ms": ("baseline_ms", fmt.millis),
+    "config ms": ("candidate_ms", fmt.millis),
+    "margin": ("margin", fmt.general),
+    "reason": ("reason", fmt.text),
+}
+
+
+def sweep_section(inputs: ReportInputs) -> Section | None:
+    tuned = inputs.tuned
+    if tuned is None:
+        return None
+    frame = sweep_frame(tuned)
+    frame["reason"] = frame["reason"].map(_short)
+    baseline = tuned.get("baseline", "cpu")
+    intro = Text(
+        f"`python -m bench.tune` ({inputs.tuned_note}), model `{tuned.get('model')}`: every "
+        f"Lite configuration against `{baseline}` on the same variant, timed paired (speedup = "
+        f"{baseline} time / config time, 95 % bootstrap interval), checked for equivalence "
+        "first. Recommended per variant:"
+    )
+    muted = tuple(frame["verdict"] != "ok")
+    blocks: list = [intro, Bullets(tuple(recommended_lines(tuned)))]
+    blocks.append(Table(fmt.display(frame, _SWEEP_COLUMNS), muted=muted))
+    figure = sweep_figure(
+        frame, f"Configuration sweep: model {tuned.get('model')}, {inputs.tuned_note}"
+    )
+    if figure is not None:
+        blocks.append(figure)
+    return Section("Configuration sweep", tuple(blocks))
+
+
 def summary_section(inputs: ReportInputs, view: pd.DataFrame, ratios: Ratios) -> Section:
     measured = view[view["status"] == "ok"]
     items = [
@@ -73,10 +246,7 @@ def summary_section(inputs: ReportInputs, view: pd.DataFrame, ratios: Ratios) ->
             "(the newest row of each variant x device x mode x batch)."
         ),
         _gate_headline(inputs.gate, inputs.gate_note),
-        (
-            f"{int(measured['noisy'].sum())} noisy row(s) (coefficient of variation > "
-            f"{inputs.noise_cv:.0%}), flagged in the `noisy` column; trust their ratios less."
-        ),
+        _noise_headline(measured, inputs.noise),
         *(_speedup_headline(pairing, frame) for pairing, frame in ratios),
     ]
     if (view["status"] != "ok").any():
@@ -91,6 +261,17 @@ def summary_section(inputs: ReportInputs, view: pd.DataFrame, ratios: Ratios) ->
         )
     items.extend(inputs.skipped)
     return Section("Summary", (Bullets(tuple(items)),))
+
+
+def _noise_headline(measured: pd.DataFrame, noise: float) -> str:
+    busy = measured["load_per_cpu"].astype(float) > BUSY_LOAD_PER_CPU
+    text = (
+        f"{int(measured['noisy'].sum())} of {len(measured)} row(s) noisy (median uncertain by "
+        f"more than {noise:.0%}"
+    )
+    if busy.any():
+        text += f", or saved on a busy machine: {int(busy.sum())} row(s)"
+    return text + "), flagged in the `noisy` column; causes under Noise."
 
 
 def _speedup_headline(pairing: Pairing, frame: pd.DataFrame) -> str:
@@ -125,16 +306,34 @@ def gate_section(gate: dict | None) -> Section | None:
         for field, label in _GATE_FACTS.items()
         if gate.get(field) is not None
     ]
-    rows = check_rows(gate)
-    rows["message"] = rows["message"].map(_short)
-    table = fmt.drop_blank_columns(fmt.display(rows, _GATE_COLUMNS))
+    summary = variant_rows(gate)
+    muted = tuple(summary["expected_failure"].notna())
     blocks = [Text(", ".join(facts) + ".")] if facts else []
     notes = [str(n) for n in gate.get("notes") or () if str(n).strip()]
     if notes:  # what the verdict does not cover: no eager source, fixed input sizes ...
         blocks.append(Bullets(tuple(f"Not covered: {n}" for n in notes)))
-    return Section("Equivalence gate", (*blocks, Table(table)))
+    blocks.append(
+        Table(fmt.drop_blank_columns(fmt.display(summary, _VARIANT_COLUMNS)), muted=muted)
+    )
+    rows = check_rows(gate)
+    rows["message"] = rows["message"].map(_short)
+    detail = fmt.drop_blank_columns(fmt.display(rows, _GATE_COLUMNS))
+    blocks.append(
+        Details(f"Every check: {len(rows)} row(s), metrics and messages", (Table(detail),))
+    )
+    return Section("Equivalence gate", tuple(blocks))
 
 
+_VARIANT_COLUMNS = {
+    "variant": ("variant", fmt.text),
+    "verdict": ("verdict", fmt.text),
+    "expected failure": ("expected_failure", fmt.text),
+    "checks": ("checks", fmt.text),
+    "failed": ("failed", fmt.text),
+    "gate margin": ("gate_margin", fmt.general),
+    "tightest check": ("tightest_check", fmt.text),
+    "closest explanation": ("diagnosis", fmt.text),
+}
 _GATE_FACTS = {
     "harness_version": "harness",
     "release": "Release",
@@ -175,6 +374,7 @@ _LATENCY_COLUMNS = {
     "p99 ms": ("p99", fmt.ms),
     "IQR ms": ("iqr", fmt.ms),
     "CV": ("cv", fmt.percent),
+    "median +-": ("uncertainty", fmt.percent),
     "images/s": ("images_per_s", fmt.rate),
     "cpu/wall": ("cpu_per_wall", fmt.general),
     "noisy": ("noisy", fmt.flag),
@@ -200,7 +400,10 @@ def latency_section(ours: pd.DataFrame) -> Section | None:
     for device, rows in ours.groupby("device", dropna=False, sort=True):
         rows = rows.sort_values(["mode", "variant", "batch"], kind="stable")
         blocks.append(Text(f"**Device `{device_label(device)}`**"))
-        blocks.append(Table(fmt.display(rows, _LATENCY_COLUMNS), highlight=tuple(rows["noisy"])))
+        table = fmt.display(rows, _LATENCY_COLUMNS)
+        blocks.append(
+            Table(table, highlight=tuple(rows["noisy"]), muted=tuple(expected_failure(rows)))
+        )
     return Section("Latency", tuple(blocks))
 
 
@@ -214,14 +417,18 @@ _DEVICE_INTRO = (
 )
 
 
-def ratio_section(title: str, ratios: Ratios, figure_name: str, intro: str) -> Section | None:
+def ratio_section(
+    title: str, ratios: Ratios, figure_name: str, intro: str, ours: pd.DataFrame
+) -> Section | None:
     if not ratios:
         return None
     blocks: list = [Text(intro)]
     for pairing, frame in ratios:
         blocks.append(Text(f"**{pairing.title}**"))
         blocks.append(Table(fmt.display(frame, _ratio_columns(pairing))))
-    figure = speedup_figure(ratios, figure_name, f"{title}: speedup against batch")
+    devices = ", ".join(sorted(str(d) for d in ours["device"].dropna().unique())) or "no device"
+    caption = f"{title}: speedup against batch on {devices}, {runs_and_dates(ours)}"
+    figure = speedup_figure(ratios, figure_name, caption)
     if figure is not None:
         blocks.append(figure)
     return Section(title, tuple(blocks))
@@ -320,14 +527,18 @@ _DEFINITIONS = (
         "**median, p90, p99, IQR** come from the raw per-round timings (numpy, linear "
         "interpolation) when the run was saved with `--benchmark-save-data`."
     ),
-    "**CV** = stddev / mean; rows above {noise_cv:.0%} are flagged noisy.",
+    (
+        "**median +-** = 1.57 IQR / sqrt(rounds) / median, the relative half-width of the "
+        "median's 95 % interval; rows above {noise:.0%} are flagged noisy. **CV** = stddev / "
+        "mean, kept for reference (one stall sets it high while the median holds)."
+    ),
     "**images/s** = batch / median seconds per call.",
     "The current view keeps the newest run of each configuration; `summary.csv` has every run.",
 )
 
 
-def definitions_section(noise_cv: float) -> Section:
-    items = tuple(item.format(noise_cv=noise_cv) for item in _DEFINITIONS)
+def definitions_section(noise: float) -> Section:
+    items = tuple(item.format(noise=noise) for item in _DEFINITIONS)
     return Section("How to read this report", (Bullets(items),))
 
 

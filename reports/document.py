@@ -3,7 +3,8 @@
 Both outputs come from the same sections, so ``report.md`` and ``report.html`` cannot drift apart.
 Text may use two inline Markdown forms, ``code`` and **bold**; HTML rendering converts just those.
 Markdown links figures as relative files; HTML embeds them as base64 data URIs so the page is
-self-contained.
+self-contained. In HTML every table sits in its own horizontally scrolling box and the body is at
+most :data:`PAGE_WIDTH_PX` wide, so a wide table scrolls inside the page instead of widening it.
 """
 
 from __future__ import annotations
@@ -28,10 +29,21 @@ class Bullets:
 
 @dataclass(frozen=True)
 class Table:
-    """A table of display strings; rows where ``highlight`` is true are marked in HTML."""
+    """A table of display strings; rows where ``highlight`` is true are marked in HTML, rows
+    where ``muted`` is true are greyed out (expected-failure variants)."""
 
     frame: pd.DataFrame
     highlight: tuple[bool, ...] = ()
+    muted: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class Details:
+    """Blocks collapsed under a one-line ``summary``: ``<details>`` in HTML and in Markdown
+    (GitHub renders it collapsed as well)."""
+
+    summary: str
+    blocks: tuple
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,9 @@ def to_markdown(title: str, sections: list[Section]) -> str:
 
 
 def _markdown_block(block: object) -> str:
+    if isinstance(block, Details):
+        inner = "\n\n".join(_markdown_block(b) for b in block.blocks)
+        return f"<details><summary>{html.escape(block.summary)}</summary>\n\n{inner}\n\n</details>"
     if isinstance(block, Text):
         return block.text
     if isinstance(block, Bullets):
@@ -78,8 +93,16 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
+PAGE_WIDTH_PX = 1360
+"""The widest the HTML body gets (1400 px minus its margins): wider content scrolls in its box."""
+
+_STYLE = (
+    "body { font-family: sans-serif; margin: 1em auto; padding: 0 1em; color: #222; "
+    f"max-width: {PAGE_WIDTH_PX}px; }}"
+    """
+div.scroll { overflow-x: auto; max-width: 100%; }
+tr.muted td { color: #999; background: #f6f6f6; }
+summary { cursor: pointer; color: #333; margin: 0.5em 0; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
 th { background: #eee; }
@@ -88,6 +111,7 @@ tr.highlight td { background: #fff3c4; }
 img { max-width: 100%; border: 1px solid #ddd; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 """
+)
 
 
 def to_html(title: str, sections: list[Section]) -> str:
@@ -105,6 +129,9 @@ def to_html(title: str, sections: list[Section]) -> str:
 
 
 def _html_block(block: object) -> str:
+    if isinstance(block, Details):
+        inner = "\n".join(_html_block(b) for b in block.blocks)
+        return f"<details><summary>{_inline(block.summary)}</summary>\n{inner}\n</details>"
     if isinstance(block, Text):
         return f"<p>{_inline(block.text)}</p>"
     if isinstance(block, Bullets):
@@ -122,11 +149,16 @@ def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.frame.columns)
     rows = []
     for index, cells in enumerate(table.frame.itertuples(index=False)):
-        marked = index < len(table.highlight) and table.highlight[index]
-        cls = " class='highlight'" if marked else ""
+        classes = [
+            name
+            for name, flags in (("highlight", table.highlight), ("muted", table.muted))
+            if index < len(flags) and flags[index]
+        ]
+        cls = f" class='{' '.join(classes)}'" if classes else ""
         data = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
         rows.append(f"<tr{cls}>{data}</tr>")
-    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+    table_html = f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+    return f"<div class='scroll'>{table_html}</div>"
 
 
 _CODE = re.compile(r"`([^`]+)`")

@@ -87,19 +87,58 @@ def _diagnosis(diagnosis) -> str | None:
 
 
 def variant_summary(gate: dict | None) -> pd.DataFrame:
-    """One row per variant: its verdict (``equivalence``) and the worst metric over its checks.
+    """One row per variant: its verdict (``equivalence``), its manifest's ``expected_failure``
+    (the reason, or None), its smallest check margin (``gate_margin``: 1 - error / tolerance,
+    above 0 passes) and the worst metric over its checks.
 
     Worst means largest ``max_abs``/``max_rel`` and smallest ``cosine``/``top1_agreement``.
     """
     rows = []
     for variant in _variants(gate):
-        metrics = [_metrics(check) for check in _checks(variant)]
+        checks = _checks(variant)
+        metrics = [_metrics(check) for check in checks]
         worst = {
             name: _worst([m.get(name) for m in metrics], pick) for name, pick in _WORST.items()
         }
-        verdict = _text(variant.get("verdict"))
-        rows.append({"variant": variant["id"], "equivalence": verdict, **worst})
-    return pd.DataFrame(rows, columns=["variant", "equivalence", *_WORST])
+        rows.append(
+            {
+                "variant": variant["id"],
+                "equivalence": _text(variant.get("verdict")),
+                "expected_failure": _text(variant.get("expected_failure")),
+                "gate_margin": _worst([_number(c.get("margin")) for c in checks], min),
+                **worst,
+            }
+        )
+    columns = ["variant", "equivalence", "expected_failure", "gate_margin", *_WORST]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def variant_rows(gate: dict | None) -> pd.DataFrame:
+    """The gate table of the report: one row per variant, its checks summed up (how many
+    passed, the check with the smallest margin, the first failure's closest explanation)."""
+    checks = check_rows(gate)
+    rows = []
+    for variant, mine in checks.groupby("variant", sort=False):
+        ran = mine[mine["check"].notna()]
+        failed = ran[~ran["check_verdict"].isin(["pass", "skip", "skipped"])]
+        margins = ran["margin"].astype(float)
+        tightest = ran.loc[margins.idxmin()] if margins.notna().any() else None
+        rows.append(
+            {
+                "variant": variant,
+                "verdict": mine["verdict"].iloc[0],
+                "expected_failure": mine["expected_failure"].iloc[0],
+                "checks": f"{len(ran) - len(failed)} of {len(ran)} passed" if len(ran) else None,
+                "failed": ", ".join(str(c) for c in failed["check"]) or None,
+                "gate_margin": None if tightest is None else tightest["margin"],
+                "tightest_check": None if tightest is None else tightest["check"],
+                "diagnosis": next((d for d in failed["diagnosis"] if isinstance(d, str)), None),
+            }
+        )
+    return pd.DataFrame(rows, columns=[
+        "variant", "verdict", "expected_failure", "checks", "failed", "gate_margin",
+        "tightest_check", "diagnosis",
+    ])  # fmt: skip
 
 
 def _worst(values: list, pick) -> float:

@@ -22,39 +22,104 @@ def _measured(view: pd.DataFrame) -> pd.DataFrame:
     return view[keep]
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+"""One marker style per saved run in a plot, in run order (cycled past eight runs)."""
+
+EXPECTED_FAILURE_STYLE = {"color": "0.6", "linestyle": "--"}
+"""Expected-failure variants are drawn grey and dashed: known wrong, not a candidate."""
+
+
 def per_device_figures(
     view: pd.DataFrame, metric: str, label: str, stem: str, scale: float = 1.0
 ) -> list[Figure]:
     """One figure per device: ``metric`` x ``scale`` against batch, a panel per timing mode, a line
-    per variant. Latency (``median``) gets interquartile error bars. Files: ``<stem>_<device>.png``.
+    per variant, one marker style per run. ``median`` gets interquartile error bars and
+    ``images_per_s`` the same quartiles turned into images/s; the y-axis starts at zero. The title
+    names the device, the runs and their dates. Files: ``<stem>_<device>.png``.
     """
     figures = []
     for device, rows in _measured(view).groupby("device", dropna=False, sort=True):
         name = device_label(device)
         file_name = f"{stem}_{_slug(name)}.png"
-        figures.append(_device_figure(rows, metric, scale, label, file_name, f"{label}, {name}"))
+        title = f"{label} on {name}: {runs_and_dates(rows)}"
+        figures.append(_device_figure(rows, metric, scale, label, file_name, title))
     return figures
 
 
+def runs_and_dates(rows: pd.DataFrame) -> str:
+    """``run A, B (2026-01-01 to 2026-01-02)``: the runs ``rows`` come from and their dates."""
+    runs = sorted(rows["run"].dropna().unique())
+    dates = sorted({str(d)[:10] for d in rows["datetime"].dropna() if str(d)})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}" if dates else "undated"
+    return (
+        f"run {', '.join(runs)} ({when})"
+        if len(runs) == 1
+        else (f"runs {', '.join(runs)} ({when})")
+    )
+
+
+def _errors(lines: pd.DataFrame, metric: str, values: np.ndarray, scale: float):
+    """Interquartile error bars for ``median`` and ``images_per_s``, else None."""
+    q1, q3 = _floats(lines["q1"]), _floats(lines["q3"])
+    if metric == "median":
+        low, high = q1 * scale, q3 * scale
+    elif metric == "images_per_s":
+        batch = _floats(lines["batch"])
+        low, high = batch / q3 * scale, batch / q1 * scale
+    else:
+        return None
+    return np.vstack([values - low, high - values])
+
+
 def _device_figure(
-    rows: pd.DataFrame, metric: str, scale: float, label: str, name: str, alt: str
+    rows: pd.DataFrame, metric: str, scale: float, label: str, name: str, title: str
 ) -> Figure:
+    return Figure(name, _png(device_plot(rows, metric, scale, label, title)), title)
+
+
+def device_plot(rows: pd.DataFrame, metric: str, scale: float, label: str, title: str):
+    """The matplotlib figure behind :func:`per_device_figures`, for one device's rows."""
+    from matplotlib.lines import Line2D
+
     modes = sorted(rows["mode"].fillna("-").unique())
+    runs = sorted(rows["run"].dropna().unique())
+    marker = {run: MARKERS[i % len(MARKERS)] for i, run in enumerate(runs)}
+    failing = _expected_failures(rows)
     figure, axes = _figure(1, len(modes))
     for ax, mode in zip(axes, modes, strict=True):
         for variant, lines in rows[rows["mode"].fillna("-") == mode].groupby("variant"):
             lines = lines.sort_values("batch")
             values = _floats(lines[metric]) * scale
-            errors = None
-            if metric == "median":
-                low, high = _floats(lines["q1"]) * scale, _floats(lines["q3"]) * scale
-                errors = np.vstack([values - low, high - values])
             batch = _floats(lines["batch"])
-            ax.errorbar(batch, values, yerr=errors, marker="o", capsize=3, label=variant)
+            style = EXPECTED_FAILURE_STYLE if variant in failing else {}
+            text = f"{variant} (expected failure)" if variant in failing else variant
+            (line,) = ax.plot(batch, values, label=text, **style)
+            errors = _errors(lines, metric, values, scale)
+            if errors is not None:
+                ax.errorbar(batch, values, yerr=errors, fmt="none", capsize=3,
+                            ecolor=line.get_color())  # fmt: skip
+            for run, points in lines.groupby("run"):
+                ax.plot(_floats(points["batch"]), _floats(points[metric]) * scale,
+                        linestyle="none", marker=marker[run], color=line.get_color())  # fmt: skip
         _batch_axis(ax, rows["batch"])
+        ax.set_ylim(bottom=0)
         ax.set(title=f"mode: {mode}", ylabel=label)
-        ax.legend(fontsize="small")
-    return Figure(name, _png(figure), alt)
+        handles, _ = ax.get_legend_handles_labels()
+        if len(runs) > 1:
+            handles += [
+                Line2D([], [], color="black", linestyle="none", marker=marker[r], label=f"run {r}")
+                for r in runs
+            ]
+        ax.legend(handles=handles, fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def _expected_failures(rows: pd.DataFrame) -> set:
+    if "expected_failure" not in rows:
+        return set()
+    marked = rows["expected_failure"].notna() & (rows["expected_failure"] != "")
+    return set(rows.loc[marked, "variant"])
 
 
 def _floats(column: pd.Series):
@@ -84,6 +149,7 @@ def speedup_figure(
             mode, rows = modes[column]
             _speedup_panel(ax, pairing, rows)
             ax.set_title(f"{pairing.title}\nmode: {mode}", fontsize="medium")
+    figure.suptitle(alt)
     return Figure(name, _png(figure), alt)
 
 

@@ -46,11 +46,11 @@ class SavedRun:
     def provenance(self) -> dict:
         """Host, versions, CPU, threads and CUDA in one flat dict of strings (None if unknown).
 
-        The bench plugin nests its fields under ``machine_info["megengine"]``; top-level fields
-        (as older or foreign runs have them) are read too.
+        The layout is what ``pytest bench/`` saves: pytest-benchmark's own fields (``node``,
+        ``cpu`` from py-cpuinfo) with the bench plugin's (``bench.machine``) merged in at the
+        top level (``harness_version``, ``megengine_version``, ``threads``, ``cuda``, ``load``).
         """
-        info = {**self.machine_info, **_dict(self.machine_info.get("megengine"))}
-        cpu = info.get("cpu_model") or _dict(info.get("cpu")).get("brand_raw")
+        info = self.machine_info
         threads = info.get("threads")
         if isinstance(threads, dict):
             threads = f"{threads.get('usable_cpus')} of {threads.get('logical_cpus')} CPUs"
@@ -66,9 +66,19 @@ class SavedRun:
             "harness_version": _text(info.get("harness_version")),
             "megengine_version": _text(info.get("megengine_version")),
             "lite_version": _text(info.get("lite_version")),
-            "cpu": _text(cpu),
+            "cpu": _text(_dict(info.get("cpu")).get("brand_raw")),
             "threads": _text(threads),
             "cuda": _text(cuda),
+        }
+
+    def load(self) -> dict:
+        """How busy the machine was when the run was saved (``bench.machine.load_info``):
+        ``load_per_cpu`` (1-minute load average per usable CPU) and ``steal`` (the CPU steal
+        share sampled then), as floats; None for runs saved without them."""
+        load = _dict(self.machine_info.get("load"))
+        return {
+            "load_per_cpu": _float(load.get("load_per_cpu")),
+            "steal": _float(load.get("steal_now")),
         }
 
 
@@ -133,6 +143,11 @@ def _sidecar_entry(entry: object) -> object:
 
 def _dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def _float(value: object) -> float | None:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if is_number else None
 
 
 def _text(value: object) -> str | None:
@@ -216,4 +231,21 @@ def read_gate(path: Path | str) -> dict:
     data = read_json(Path(path))
     if not isinstance(data, dict) or not isinstance(data.get("variants"), list):
         raise ReportError(f"{path}: not a gate result (expected an object with a 'variants' list)")
+    return data
+
+
+def read_tuned(path: Path | str) -> dict:
+    """Read a ``tuned.json`` (``python -m bench.tune``); ReportError when it is missing, not JSON
+    or not a format-1 sweep (a ``variants`` object whose entries hold a ``sweep`` list)."""
+    data = read_json(Path(path))
+    variants = data.get("variants") if isinstance(data, dict) else None
+    if (
+        not isinstance(variants, dict)
+        or data.get("format_version") != 1
+        or not all(isinstance(_dict(v).get("sweep"), list) for v in variants.values())
+    ):
+        raise ReportError(
+            f"{path}: not a tuned.json (expected format_version 1 and a 'variants' object of "
+            "sweeps); write it with python -m bench.tune --release DIR"
+        )
     return data

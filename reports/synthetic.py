@@ -89,20 +89,46 @@ def saved_run(
     when: str = "2026-01-01T00:00:00+00:00",
     commit: str = "0123456789abcdef0123456789abcdef01234567",
     cuda: object = "none",
+    load_per_cpu: float = 0.5,
+    steal: float = 0.0,
 ) -> dict:
-    """A whole saved run, with the provenance the bench plugin nests under ``megengine``."""
+    """A whole saved run, with ``machine_info`` laid out as ``pytest bench/`` saves it:
+    pytest-benchmark's fields (``cpu`` is py-cpuinfo's) and ``bench.machine.machine_info()``'s
+    merged in at the top level. ``load_per_cpu`` and ``steal`` fill its ``load`` record."""
     return {
         "machine_info": {
             "node": node,
+            "processor": "x86_64",
             "machine": "x86_64",
+            "python_compiler": "GCC 12.2.0",
+            "python_implementation": "CPython",
+            "python_implementation_version": "3.10.13",
             "python_version": "3.10.13",
-            "cpu": {"brand_raw": "Intel(R) Xeon(R) Processor", "count": 2},
-            "megengine": {
-                "megengine_version": "1.13.0",
-                "lite_version": "1.13.0",
-                "cpu_model": "Intel(R) Xeon(R) Processor",
-                "threads": {"logical_cpus": 2, "usable_cpus": 2},
-                "cuda": cuda,
+            "python_build": ["main", "Jan  1 2026 00:00:00"],
+            "release": "6.1.0",
+            "system": "Linux",
+            "cpu": {
+                "brand_raw": "Intel(R) Xeon(R) Processor",
+                "arch": "X86_64",
+                "count": 2,
+                "flags": ["avx", "avx2", "fma", "sse4_2"],
+            },
+            "harness_version": "0.1.0",
+            "megengine_version": "1.13.0",
+            "lite_version": "1.13.0",
+            "threads": {
+                "logical_cpus": 2,
+                "usable_cpus": 2,
+                "device_config_threads": {"cpu": 1, "cpu-2t": 2},
+                "env": {},
+            },
+            "cuda": cuda,
+            "load": {
+                "loadavg": [load_per_cpu * 2, load_per_cpu * 2, load_per_cpu * 2],
+                "load_per_cpu": load_per_cpu,
+                "steal_now": steal,
+                "steal_since_boot": steal,
+                "steal_window_s": 0.5,
             },
         },
         "commit_info": {"id": commit, "dirty": False, "branch": "main", "project": "harness"},
@@ -154,6 +180,65 @@ def gate(verdicts: dict[str, str], *, release: str = "demo-release") -> dict:
         "created": "2026-01-01T00:00:00+00:00",
         "hypothesis_profile": "ci",
         "passed": passed,
+        "variants": variants,
+    }
+
+
+def sweep_row(variant: str, batch: int, config: str, verdict: str = "ok", **fields) -> dict:
+    """One ``sweep`` entry of ``tuned.json``, shaped like ``bench.tune.Row.to_dict()``;
+    ``fields`` (``speedup``, ``interval``, ``reason`` ...) override the defaults."""
+    timed = verdict == "ok"
+    row = {
+        "variant": variant,
+        "batch": batch,
+        "config": config,
+        "verdict": verdict,
+        "reason": "" if timed else f"{config}: {verdict}",
+        "speedup": 1.0 if timed else None,
+        "interval": [0.98, 1.02] if timed else [None, None],
+        "cpu_per_wall": 0.99 if timed else None,
+        "baseline_cpu_per_wall": 0.99 if timed else None,
+        "baseline_ms": 30.0 if timed else None,
+        "candidate_ms": 30.0 if timed else None,
+        "rounds": 20 if timed else 0,
+        "equivalence": {"margin": 0.97} if verdict in ("ok", "not equivalent") else {},
+    }
+    return {**row, **fields}
+
+
+def tuned(sweeps: dict[str, list[dict]], recommended: dict[str, str | None]) -> dict:
+    """A ``tuned.json`` document (``bench.tune.document``'s layout) from sweep rows per variant
+    and the recommended config of each (None: the baseline failed its probe)."""
+    variants = {}
+    for variant, rows in sweeps.items():
+        name = recommended.get(variant)
+        chosen = [row for row in rows if row["config"] == name]
+        variants[variant] = {
+            "recommended": None
+            if name is None
+            else {
+                "config": name,
+                "options": {},
+                "threads": 1,
+                "per_batch": {
+                    str(row["batch"]): {
+                        "speedup": row["speedup"],
+                        "interval": row["interval"],
+                        "cpu_per_wall": row["cpu_per_wall"],
+                        "equivalence": row["equivalence"],
+                    }
+                    for row in chosen
+                },
+            },
+            "sweep": rows,
+        }
+    return {
+        "format_version": 1,
+        "model": "resnet18",
+        "baseline": "cpu",
+        "batches": sorted({row["batch"] for rows in sweeps.values() for row in rows}),
+        "tolerance": {"atol_scale": 1e-5, "rtol": 0.0, "cosine_min": 1 - 1e-9},
+        "machine_info": saved_run([])["machine_info"],
         "variants": variants,
     }
 

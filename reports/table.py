@@ -13,8 +13,9 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from mge_harness.reports.defaults import NOISY_CV
+from mge_harness.reports.defaults import NOISY
 from mge_harness.reports.gate import variant_summary
+from mge_harness.reports.noise import BUSY_LOAD_PER_CPU, median_uncertainty
 from mge_harness.reports.sources import SavedRun
 from mge_harness.reports.stats import STAT_FIELDS, timing_stats
 
@@ -50,20 +51,24 @@ COLUMNS = (
     "timings",
     *STAT_FIELDS,
     "cv",
+    "uncertainty",
     "noisy",
     "images_per_s",
     "cpu_per_wall",
+    "load_per_cpu",
+    "steal",
     "file",
 )
 
 
 def build_table(
-    runs: Iterable[SavedRun], gate: dict | None = None, noise_cv: float = NOISY_CV
+    runs: Iterable[SavedRun], gate: dict | None = None, noise: float = NOISY
 ) -> pd.DataFrame:
     """The tidy table of ``runs``, with the gate's per-variant verdict and worst metrics joined.
 
-    ``noise_cv`` is the coefficient of variation above which a row is flagged ``noisy``; defaults
-    to :data:`reports.defaults.NOISY_CV`. The raw timings ride along in a ``samples`` column (arrays,
+    ``noise`` is the relative uncertainty of the median (:mod:`reports.noise`) above which a row
+    is flagged ``noisy``; defaults to :data:`reports.defaults.NOISY`. Rows of runs saved on a
+    busy machine (load above one per CPU) are flagged too. The raw timings ride along in a ``samples`` column (arrays,
     or None) for significance tests; drop it before writing CSV.
     """
     records = [_record(run, bench) for run in runs for bench in run.benchmarks]
@@ -71,7 +76,9 @@ def build_table(
     table["batch"] = table["batch"].astype("Int64")
     table["rounds"] = table["rounds"].astype("Int64")
     table["images_per_s"] = table["batch"].astype(float) / table["median"]
-    table["noisy"] = table["cv"] > noise_cv
+    table["uncertainty"] = median_uncertainty(table)
+    busy = table["load_per_cpu"].astype(float) > BUSY_LOAD_PER_CPU
+    table["noisy"] = (table["uncertainty"] > noise) | busy
     table["key"] = [_key_label(row) for row in table[list(KEY)].itertuples(index=False)]
     return join_gate(table, gate)
 
@@ -87,6 +94,7 @@ def _record(run: SavedRun, bench: dict) -> dict:
         "run": run.label,
         "datetime": run.datetime,
         **run.provenance(),
+        **run.load(),
         "benchmark": info.get("variant") or bench["name"],
         "device": info.get("device"),
         "mode": info.get("mode"),

@@ -20,7 +20,7 @@ from mge_harness.bench.grid import (
     select_grid,
 )
 from mge_harness.bench.inputs import IMAGE_SIZE, image_batch, model_feed
-from mge_harness.bench.machine import SIMD_FLAGS, cpu_model_and_flags
+from mge_harness.bench.machine import load_info, steal_share
 from mge_harness.bench.state import sidecar_document, sidecar_name
 from mge_harness.exporters.devices import DEVICE_CONFIGS, QUICK_DEVICES
 from mge_harness.exporters.errors import HarnessError
@@ -216,16 +216,45 @@ def test_loaded_runners_load_once_and_release_the_oldest(tiny_manifest):
 # --- provenance and sidecar ----------------------------------------------------------------
 
 
-def test_cpu_model_and_simd_flags_come_from_cpuinfo(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(
-        "processor\t: 0\nmodel name\t: Test CPU @ 2GHz\nflags\t\t: fpu avx2 sse4_2 avx512f\n\n"
-        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n"
-    )
-    model, flags = cpu_model_and_flags(cpuinfo)
-    assert model == "Test CPU @ 2GHz"
-    assert flags == [flag for flag in SIMD_FLAGS if flag in {"avx2", "sse4_2", "avx512f"}]
-    assert cpu_model_and_flags(tmp_path / "missing") == ("unknown", [])
+def _proc_stat(path, user, idle, steal):
+    path.write_text(f"cpu  {user} 0 0 {idle} 0 0 0 {steal} 0 0\ncpu0 1 0 0 1 0 0 0 0 0 0\n")
+
+
+def test_load_info_samples_the_steal_share_over_its_window(tmp_path):
+    stat = tmp_path / "stat"
+    _proc_stat(stat, user=600, idle=300, steal=100)  # 10 % stolen since boot
+    waited = []
+
+    def sleep(seconds):  # the machine moves on while load_info waits: 30 of 120 jiffies stolen
+        waited.append(seconds)
+        _proc_stat(stat, user=660, idle=330, steal=130)
+
+    info = load_info(stat, window_s=0.25, sleep=sleep)
+    assert waited == [0.25]
+    assert info["steal_since_boot"] == 100 / 1000
+    assert info["steal_now"] == 30 / 120
+    assert len(info["loadavg"]) == 3 and info["load_per_cpu"] >= 0
+
+
+def test_load_info_without_proc_stat_leaves_steal_unknown(tmp_path):
+    info = load_info(tmp_path / "missing", sleep=lambda s: pytest.fail("nothing to sample"))
+    assert info["steal_now"] is None and info["steal_since_boot"] is None
+    assert steal_share([0] * 8, [0] * 8) is None  # no time passed: no share
+
+
+def test_synthetic_runs_have_the_machine_info_layout_a_real_bench_run_saves():
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    from mge_harness.bench.machine import machine_info
+    from mge_harness.reports.synthetic import saved_run
+
+    real = pytest_benchmark_generate_machine_info()  # what pytest-benchmark starts from
+    real.update(machine_info())  # what bench.plugin's hook merges in
+    synthetic = saved_run([])["machine_info"]
+    assert set(synthetic) == set(real)
+    for record in ("cpu", "threads", "load"):
+        assert set(synthetic[record]) <= set(real[record]), record
+    assert "cpu_model" not in real and "megengine" not in real  # no second CPU record
 
 
 def test_sidecar_pairs_with_the_saved_run_and_is_not_a_run_file():

@@ -111,10 +111,10 @@ def test_noisy_rows_are_flagged_above_the_threshold(tmp_path):
     syn.save(tmp_path, syn.saved_run([quiet, noisy]), 1)
     runs = load_runs([tmp_path]).runs
 
-    table = build_table(runs, noise_cv=0.10).set_index("variant")
-    assert table.loc[FUSED, "cv"] < 0.10 < table.loc[EXTERNAL, "cv"]
+    table = build_table(runs, noise=0.10).set_index("variant")
+    assert table.loc[FUSED, "uncertainty"] < 0.10 < table.loc[EXTERNAL, "uncertainty"]
     assert not table.loc[FUSED, "noisy"] and table.loc[EXTERNAL, "noisy"]
-    lenient = build_table(runs, noise_cv=table.loc[EXTERNAL, "cv"] + 0.01)
+    lenient = build_table(runs, noise=table.loc[EXTERNAL, "uncertainty"] + 0.01)
     assert not lenient["noisy"].any()
 
 
