@@ -82,7 +82,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +90,7 @@ import numpy as np
 
 from bench.grid import parse_batch_sizes
 from bench.inputs import IMAGE_SIZE, frame_size, image_batch, model_feed
+from bench.paired import BOOTSTRAP_SAMPLES, WARMUP_ROUNDS, bootstrap_median, interleave
 from exporters.devices import DEVICE_CONFIGS, DeviceConfig, get_device_config
 from exporters.errors import HarnessError, first_line
 from exporters.files import atomic_write_json
@@ -105,12 +105,8 @@ DEFAULT_PREPROCESSINGS = ("external", "fused")
 #: How many seeded images the equivalence check runs (in batches of the swept batch size).
 EQUIVALENCE_IMAGES = 4
 
-#: Timed rounds per config and batch size, and untimed warm-up rounds before them.
+#: Timed rounds per config and batch size (``bench.paired.WARMUP_ROUNDS`` untimed ones first).
 DEFAULT_ROUNDS = 20
-WARMUP_ROUNDS = 2
-
-#: Bootstrap resamples of the median speedup; the interval is the central 95 %.
-BOOTSTRAP_SAMPLES = 2000
 
 #: Where the sweep is written, inside the release folder.
 TUNED_JSON = "tuned.json"
@@ -219,40 +215,20 @@ def compare_all(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
     return min(results, key=lambda r: (bool(r), r.margin))
 
 
-def bootstrap_median(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
-    """(median, low, high): the median of ``values`` and the central 95 % of its bootstrap."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), (samples, len(values)))
-    medians = np.median(values[picks], axis=1)
-    low, high = np.percentile(medians, [2.5, 97.5])
-    return float(np.median(values)), float(low), float(high)
-
-
 def paired_timing(baseline, candidate, rounds: int, warmup: int = WARMUP_ROUNDS) -> dict:
-    """Alternates ``baseline()`` and ``candidate()`` (order flipped every round); per-round
-    speedups baseline/candidate, their median with a bootstrap interval, and CPU/wall per side."""
-    for _ in range(warmup):
-        baseline()
-        candidate()
-    wall = np.zeros((rounds, 2))
-    cpu = np.zeros((rounds, 2))
-    for index in range(rounds):
-        order = (0, 1) if index % 2 == 0 else (1, 0)
-        for side in order:
-            call = (baseline, candidate)[side]
-            start_cpu, start = time.process_time(), time.perf_counter()
-            call()
-            wall[index, side] = time.perf_counter() - start
-            cpu[index, side] = time.process_time() - start_cpu
-    speedup, low, high = bootstrap_median(wall[:, 0] / wall[:, 1])
+    """Alternates ``baseline()`` and ``candidate()`` (``bench.paired.interleave``: order flipped
+    every round); per-round speedups baseline/candidate, their median with a bootstrap interval,
+    and CPU/wall per side."""
+    timed = interleave(baseline, candidate, rounds, warmup)
+    wall = timed.wall
+    speedup, low, high = bootstrap_median(wall[:, 0] / wall[:, 1], BOOTSTRAP_SAMPLES)
     return {
         "speedup": speedup,
         "interval": (low, high),
         "baseline_ms": float(np.median(wall[:, 0]) * 1e3),
         "candidate_ms": float(np.median(wall[:, 1]) * 1e3),
-        "baseline_cpu_per_wall": float(cpu[:, 0].sum() / wall[:, 0].sum()),
-        "cpu_per_wall": float(cpu[:, 1].sum() / wall[:, 1].sum()),
+        "baseline_cpu_per_wall": timed.cpu_per_wall(0),
+        "cpu_per_wall": timed.cpu_per_wall(1),
         "rounds": rounds,
     }
 
