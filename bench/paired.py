@@ -14,7 +14,7 @@ Two summaries of the pairs, for two questions:
   interval. Above 1 means B (the candidate) is slower.
 * :func:`bootstrap_median` of the per-round ratios, ``bench.tune``'s speedup (kept as it was).
 
-:func:`interleave` is the loop both use.
+:class:`Alternator` is the loop both use (``interleave`` runs it on its own).
 """
 
 from __future__ import annotations
@@ -34,16 +34,54 @@ BOOTSTRAP_SAMPLES = 2000
 CONFIDENCE = 0.95
 
 
-@dataclass(frozen=True)
-class Interleaved:
-    """Per-round wall and process CPU seconds of two calls, shape (rounds, 2): column 0 is A."""
+class Alternator:
+    """Calls ``first`` and ``second`` once per call, the order flipped every call (``first``
+    leads on even calls), and keeps each call's wall and process CPU seconds.
 
-    wall: np.ndarray
-    cpu: np.ndarray
+    A pytest-benchmark round (``benchmark.pedantic(alternator, rounds=N)``) is one call, so
+    the benchmark's own figures are those of a round of both sides; the sides' own timings are
+    :attr:`wall` and :attr:`cpu`, shape (rounds, 2), column 0 is ``first``.
+    """
+
+    def __init__(self, first: Callable[[], object], second: Callable[[], object]):
+        self.calls = (first, second)
+        self._wall: list[tuple[float, float]] = []
+        self._cpu: list[tuple[float, float]] = []
+
+    def __call__(self) -> None:
+        order = (0, 1) if len(self._wall) % 2 == 0 else (1, 0)
+        wall, cpu = [0.0, 0.0], [0.0, 0.0]
+        for side in order:
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            self.calls[side]()
+            wall[side] = time.perf_counter() - start_wall
+            cpu[side] = time.process_time() - start_cpu
+        self._wall.append((wall[0], wall[1]))
+        self._cpu.append((cpu[0], cpu[1]))
+
+    def warm_up(self, rounds: int) -> float:
+        """Runs ``rounds`` untimed rounds of both; returns the fastest round's seconds (for
+        sizing the timed rounds; 0 for none). Kept out of :attr:`wall`."""
+        fastest = 0.0
+        for _ in range(rounds):
+            start = time.perf_counter()
+            self.calls[0]()
+            self.calls[1]()
+            spent = time.perf_counter() - start
+            fastest = spent if not fastest else min(fastest, spent)
+        return fastest
+
+    @property
+    def wall(self) -> np.ndarray:
+        return np.asarray(self._wall, dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def cpu(self) -> np.ndarray:
+        return np.asarray(self._cpu, dtype=np.float64).reshape(-1, 2)
 
     @property
     def rounds(self) -> int:
-        return len(self.wall)
+        return len(self._wall)
 
     def cpu_per_wall(self, side: int) -> float:
         """Process CPU time over wall time of one side: above 1 means it used more than a core."""
@@ -51,24 +89,13 @@ class Interleaved:
 
 
 def interleave(first: Callable[[], object], second: Callable[[], object], rounds: int,
-               warmup: int = WARMUP_ROUNDS, start: int = 0) -> Interleaved:  # fmt: skip
-    """Runs ``warmup`` untimed rounds of both, then ``rounds`` timed rounds, the order flipped
-    every round (``first`` leads on even rounds counted from ``start``); each call is timed
-    with ``perf_counter`` and ``process_time``."""
-    for _ in range(warmup):
-        first()
-        second()
-    wall = np.zeros((rounds, 2))
-    cpu = np.zeros((rounds, 2))
-    calls = (first, second)
-    for index in range(rounds):
-        order = (0, 1) if (start + index) % 2 == 0 else (1, 0)
-        for side in order:
-            start_cpu, start_wall = time.process_time(), time.perf_counter()
-            calls[side]()
-            wall[index, side] = time.perf_counter() - start_wall
-            cpu[index, side] = time.process_time() - start_cpu
-    return Interleaved(wall, cpu)
+               warmup: int = WARMUP_ROUNDS) -> Alternator:  # fmt: skip
+    """``warmup`` untimed rounds of both, then ``rounds`` timed rounds of an :class:`Alternator`."""
+    alternator = Alternator(first, second)
+    alternator.warm_up(warmup)
+    for _ in range(rounds):
+        alternator()
+    return alternator
 
 
 def bootstrap_median(values, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
@@ -149,3 +176,145 @@ def ratio_of_medians(baseline, candidate, seed: int = 0, samples: int = BOOTSTRA
         rounds=int(base.size),
         confidence=confidence,
     )
+
+
+# --- paired benchmarks (bench/test_paired.py) -----------------------------------------------
+
+#: What a paired session can pair: the release under test against ``--baseline-release``, two
+#: device configs (``--pair-devices A,B``), two variants (``--pair-variants A,B``).
+KINDS = ("release", "device", "variant")
+
+#: Timing modes a pair can run in (``raw`` is the harness-overhead baseline, not a deployment).
+MODES = ("model", "e2e")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a pair: a variant of a release on a device config."""
+
+    variant: object  # exporters.manifest.VariantEntry
+    manifest: object  # exporters.manifest.Manifest
+    device: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What is probed once per session (``BenchState.probe``): variant, config, release."""
+        return self.variant.id, self.device, str(self.manifest.root)
+
+    def describe(self) -> dict:
+        return {
+            "variant": self.variant.id,
+            "device": self.device,
+            "release": str(self.manifest.root),
+        }
+
+
+@dataclass(frozen=True)
+class PairedCase:
+    """A paired benchmark: ``candidate`` timed against ``baseline`` at one batch and mode."""
+
+    kind: str
+    baseline: Side
+    candidate: Side
+    batch: int
+    mode: str
+
+    @property
+    def id(self) -> str:
+        cand, base, tail = self.candidate, self.baseline, f"b{self.batch}"
+        if self.kind == "release":
+            return f"{cand.variant.id}-{tail}-{cand.device}-{self.mode}-vs-baseline-release"
+        if self.kind == "device":
+            return f"{cand.variant.id}-{tail}-{cand.device}-vs-{base.device}-{self.mode}"
+        return f"{cand.variant.id}-vs-{base.variant.id}-{tail}-{cand.device}-{self.mode}"
+
+    @property
+    def group(self) -> str:
+        return f"paired-{self.kind}/b{self.batch}/{self.mode}"
+
+    def info(self) -> dict:
+        """``extra_info``: the candidate's case fields, mode ``paired-<mode>`` (so a paired
+        row never matches a plain one in a compare), and ``paired`` naming both sides."""
+        from bench.cases import BenchCase
+        from bench.timing import case_info
+
+        side = self.candidate
+        info = case_info(BenchCase(side.variant, self.batch, side.device, self.mode), side.manifest)
+        info["mode"] = f"paired-{self.mode}"
+        info["paired"] = {
+            "kind": self.kind,
+            "mode": self.mode,
+            "baseline": self.baseline.describe(),
+            "candidate": side.describe(),
+        }
+        return info
+
+
+def build_paired_cases(kind: str, manifest, grid, baseline_manifest=None, pair=()) -> list:
+    """The paired cases of one kind over ``grid``'s batches (and devices, but for ``device``
+    pairs) in both :data:`MODES`; ``pair`` is the two device configs or variant ids (baseline
+    first). ``release`` pairs every variant id both releases have."""
+    if kind == "release":
+        theirs = {entry.id: entry for entry in baseline_manifest.variants}
+        sides = [
+            (Side(theirs[entry.id], baseline_manifest, device), Side(entry, manifest, device))
+            for device in grid.devices
+            for entry in manifest.variants
+            if entry.id in theirs
+        ]
+    elif kind == "device":
+        sides = [
+            (Side(entry, manifest, pair[0]), Side(entry, manifest, pair[1]))
+            for entry in manifest.variants
+        ]
+    else:
+        first, second = (manifest.variant(name) for name in pair)
+        sides = [
+            (Side(first, manifest, device), Side(second, manifest, device))
+            for device in grid.devices
+        ]
+    return [
+        PairedCase(kind, base, cand, batch, mode)
+        for base, cand in sides
+        for batch in grid.batch_sizes
+        for mode in MODES
+    ]
+
+
+def side_call(side: Side, runners, batch: int, mode: str) -> Callable[[], object]:
+    """The timed call of one side, its input ready (``bench.timing``'s ``model``/``e2e``)."""
+    from bench.inputs import frame_size, image_batch, model_feed
+
+    frames = image_batch(batch, frame_size(side.variant))
+    if mode == "model":
+        runner = runners.lite(side.variant, side.manifest, side.device)
+        runner.set_inputs(model_feed(side.variant, side.manifest, frames))
+        return runner.run
+    runner = runners.images(side.variant, side.manifest, side.device)
+    feed = {"data": frames}
+    return lambda: runner.infer(feed)
+
+
+def time_pair(benchmark, grid, baseline: Callable[[], object], candidate: Callable[[], object],
+              seed: int = 0) -> PairedRatio | None:  # fmt: skip
+    """Times ``baseline`` and ``candidate`` alternately as the rounds of one pytest-benchmark
+    benchmark (each round runs both, see :class:`Alternator`), sized like ``bench.timing``'s
+    rounds from the warm-up; the :class:`PairedRatio` (candidate / baseline) and both sides'
+    per-round seconds go into ``extra_info["paired"]``. None under ``--benchmark-disable``."""
+    alternator = Alternator(baseline, candidate)
+    if benchmark.disabled:
+        benchmark.pedantic(alternator)
+        return None
+    fastest = alternator.warm_up(grid.warmup_rounds)
+    rounds = max(3, grid.rounds_for(fastest) if fastest else grid.min_rounds)
+    benchmark.pedantic(alternator, rounds=rounds)
+    result = ratio_of_medians(alternator.wall[:, 0], alternator.wall[:, 1], seed=seed)
+    paired = benchmark.extra_info.setdefault("paired", {})
+    paired.update(
+        result.to_dict(),
+        baseline_cpu_per_wall=alternator.cpu_per_wall(0),
+        cpu_per_wall=alternator.cpu_per_wall(1),
+        baseline_s=alternator.wall[:, 0].tolist(),
+        candidate_s=alternator.wall[:, 1].tolist(),
+    )
+    return result

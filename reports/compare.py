@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from reports.defaults import ALPHA
+from reports.errors import ReportError
 from reports.rules import RegressionRule
 from reports.sources import SavedRun
 from reports.table import build_table
@@ -107,3 +108,107 @@ def mann_whitney_p(base: object, candidate: object) -> float:
     from scipy.stats import mannwhitneyu
 
     return float(mannwhitneyu(candidate, base, alternative="two-sided").pvalue)
+
+
+# --- paired ratios (bench/test_paired.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedCheck:
+    """The paired benchmarks of one saved run against the rules; truthy when nothing failed."""
+
+    run: str
+    table: pd.DataFrame
+    failures: tuple[str, ...]
+    rules: tuple[RegressionRule, ...] = ()
+
+    def __bool__(self) -> bool:
+        return not self.failures
+
+
+_PAIRED_COLUMNS = ("benchmark", "kind", "baseline", "candidate", "baseline_ms", "candidate_ms",
+                   "ratio", "low", "high", "rounds", "excludes_1", "failed")  # fmt: skip
+
+
+def paired_rows(run: SavedRun) -> list[dict]:
+    """One row per benchmark of ``run`` whose ``extra_info["paired"]`` holds a timed ratio."""
+    rows = []
+    for bench in run.benchmarks:
+        info = bench.get("extra_info") if isinstance(bench.get("extra_info"), dict) else {}
+        paired = info.get("paired")
+        if not isinstance(paired, dict) or not _interval(paired.get("interval")):
+            continue
+        low, high = (float(v) for v in paired["interval"])
+        rows.append(
+            {
+                "benchmark": bench["name"],
+                "kind": paired.get("kind"),
+                "baseline": _side(paired.get("baseline")),
+                "candidate": _side(paired.get("candidate")),
+                "baseline_ms": float(paired.get("baseline_ms", math.nan)),
+                "candidate_ms": float(paired.get("candidate_ms", math.nan)),
+                "ratio": float(paired.get("ratio", math.nan)),
+                "low": low,
+                "high": high,
+                "rounds": paired.get("rounds"),
+                "excludes_1": not low <= 1.0 <= high,
+            }
+        )
+    return rows
+
+
+def _interval(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+    )
+
+
+def _side(side: object) -> str:
+    if not isinstance(side, dict):
+        return ""
+    return f"{side.get('variant')} on {side.get('device')}"
+
+
+def check_paired(run: SavedRun, rules: Sequence[RegressionRule] = ()) -> PairedCheck:
+    """``run``'s paired ratios against ``rules`` (``RegressionRule.interval_exceeded``: the
+    whole interval beyond the limit); ReportError when ``run`` has no paired benchmarks."""
+    rows = paired_rows(run)
+    if not rows:
+        raise ReportError(
+            f"{run.path}: no paired benchmarks (extra_info 'paired' with a ratio and interval); "
+            "expected a run of pytest bench/ --baseline-release DIR, --pair-devices or "
+            "--pair-variants"
+        )
+    failures = []
+    for row in rows:
+        failed = [
+            rule.describe_interval(row["ratio"], row["low"], row["high"], row["baseline_ms"] / 1e3)
+            for rule in rules
+            if rule.interval_exceeded(row["low"], row["baseline_ms"] / 1e3)
+        ]
+        row["failed"] = "; ".join(failed)
+        failures += [f"{row['benchmark']}: {text}" for text in failed]
+    table = pd.DataFrame(rows, columns=list(_PAIRED_COLUMNS))
+    return PairedCheck(run.label, table, tuple(failures), tuple(rules))
+
+
+def paired_text(check: PairedCheck) -> str:
+    """The check as plain text: one line per ratio, then the rules and their failures."""
+    lines = [f"Paired ratios in {check.run}: median(candidate) / median(baseline), 95 % interval"]
+    for row in check.table.to_dict("records"):
+        mark = "differs" if row["excludes_1"] else "within noise"
+        lines.append(
+            f"  {row['benchmark']}: {row['ratio']:.3f}x [{row['low']:.3f}, {row['high']:.3f}] "
+            f"({row['candidate']} against {row['baseline']}; {mark})"
+        )
+    skipped = [str(rule) for rule in check.rules if not rule.applies_to_paired]
+    if skipped:
+        lines.append(f"Not applied (paired ratios are of medians): {', '.join(skipped)}")
+    rules = ", ".join(str(rule) for rule in check.rules) or "none given (--fail-on)"
+    lines.append(f"Rules: {rules}.")
+    lines += [f"- FAILED {text}" for text in check.failures] or [
+        "No rule failed." if check.rules else "Nothing to check."
+    ]
+    return "\n".join(lines) + "\n"
