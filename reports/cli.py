@@ -170,6 +170,7 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare_runs(base, candidate, rules, alpha=args.alpha)
     write_comparison(comparison, args.out)
     print(comparison_markdown(comparison), end="")
+    print(comparison.drift_text, file=sys.stderr)  # stdout is compare.md, as written
     return 0 if comparison else 1
 
 

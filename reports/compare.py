@@ -8,6 +8,23 @@ A regression rule fails only when its threshold is exceeded and the difference i
 When either run lacks raw timings (saved without ``--benchmark-save-data``) no test is possible and
 the rule falls back to the threshold alone, as pytest-benchmark's own ``--benchmark-compare-fail``
 does; the failure message says so.
+
+Machine drift. Mann-Whitney over the rounds inside each run cannot see the machine changing
+*between* runs, and on a shared machine that is larger than the changes worth catching. When
+both runs carry the machine-speed canary (``machine_info["canary"]``, ``bench.canary``):
+
+* each benchmark's candidate timings are divided by the canary ratio candidate/base measured
+  around that benchmark (the canary rounds before and after it in each run; the whole-run
+  canary ratio when a run has no rounds for it): ``canary`` and ``normalised_ratio`` columns;
+* the **drift band** is how much the canary's speed itself varied during either run (the
+  largest p90/p10 of its per-benchmark medians, :data:`DRIFT_QUANTILES`); a rule fails only
+  when the normalised ratio is also beyond the band, since a change inside it cannot be told
+  from the machine; :attr:`Comparison.drift` says how much drift the canary saw.
+
+On a quiet machine the band is a few percent and the rules work as before; on a busy one the
+comparison says that run against run cannot resolve the threshold and that paired sessions
+(``pytest bench/ --baseline-release DIR``, :func:`check_paired`) can. Measured (back-to-back
+runs of identical code, pairwise ``--fail-on median:10%``) in :data:`DRIFT_QUANTILES`.
 """
 
 from __future__ import annotations
@@ -27,6 +44,81 @@ from reports.table import build_table
 
 _SIDES = {"left_only": "only in base", "right_only": "only in candidate"}
 
+#: The quantiles of a run's per-benchmark canary medians whose ratio is that run's drift band.
+DRIFT_QUANTILES = (10, 90)
+
+
+@dataclass(frozen=True)
+class CanaryDrift:
+    """The canary of two runs: whole-run medians, per-benchmark medians, the drift band."""
+
+    base_s: float
+    candidate_s: float
+    band: float
+    base_local: dict
+    candidate_local: dict
+
+    @property
+    def ratio(self) -> float:
+        """Whole-run canary median candidate / base: above 1, the candidate's machine was slower."""
+        return self.candidate_s / self.base_s
+
+    def factor(self, base_name: object, candidate_name: object) -> float:
+        """The canary ratio around one benchmark (``fullname`` in each run), else :attr:`ratio`."""
+        base, cand = self.base_local.get(base_name), self.candidate_local.get(candidate_name)
+        return cand / base if base and cand else self.ratio
+
+    def __str__(self) -> str:
+        low, high = DRIFT_QUANTILES
+        return (
+            f"canary drift: the candidate run's canary took {self.ratio:.3f}x the base run's "
+            f"({self.candidate_s * 1e3:.3g} ms against {self.base_s * 1e3:.3g} ms); within the "
+            f"runs its speed varied up to {self.band:.3f}x (p{high}/p{low} of its per-benchmark "
+            f"medians). Timings are divided by the canary ratio around each benchmark, and a rule "
+            f"fails only beyond {self.band:.3f}x."
+        )
+
+
+def canary_drift(base: SavedRun, candidate: SavedRun) -> CanaryDrift | None:
+    """The :class:`CanaryDrift` of two runs; None when either has no canary (or another
+    version of it)."""
+    records = [_canary(run) for run in (base, candidate)]
+    if None in records or records[0]["version"] != records[1]["version"]:
+        return None
+    local = [_local_medians(record) for record in records]
+    bands = [_band(list(medians.values()) if len(medians) > 1 else record["samples_s"])
+             for medians, record in zip(local, records)]  # fmt: skip
+    return CanaryDrift(records[0]["median_s"], records[1]["median_s"], max(bands), *local)
+
+
+def _canary(run: SavedRun) -> dict | None:
+    record = run.machine_info.get("canary")
+    if not isinstance(record, dict):
+        return None
+    median, samples = record.get("median_s"), record.get("samples_s")
+    if not isinstance(median, (int, float)) or median <= 0 or not isinstance(samples, list):
+        return None
+    after = record.get("after") if isinstance(record.get("after"), dict) else {}
+    return {"version": record.get("version"), "median_s": float(median),
+            "samples_s": [float(v) for v in samples], "after": after}  # fmt: skip
+
+
+def _local_medians(record: dict) -> dict[str, float]:
+    """Per benchmark (its ``fullname``): the median of the canary rounds just before it (those
+    after the previous test) and just after it."""
+    medians, previous = {}, []
+    for name, rounds in record["after"].items():
+        medians[name] = float(np.median([*previous, *rounds]))
+        previous = list(rounds)
+    return medians
+
+
+def _band(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 1.0
+    low, high = np.percentile(values, DRIFT_QUANTILES)
+    return float(high / low) if low > 0 else math.inf
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -38,9 +130,17 @@ class Comparison:
     failures: tuple[str, ...]
     alpha: float
     rules: tuple[RegressionRule, ...] = ()
+    drift: CanaryDrift | None = None
 
     def __bool__(self) -> bool:
         return not self.failures
+
+    @property
+    def drift_text(self) -> str:
+        """One line on the machine drift the canary saw, or that it could not be checked."""
+        if self.drift is None:
+            return "canary drift: unknown (a run has no machine-speed canary); not normalised."
+        return str(self.drift)
 
 
 def compare_runs(
@@ -51,7 +151,7 @@ def compare_runs(
 ) -> Comparison:
     """Compare ``candidate`` against ``base``; ``alpha`` defaults to 0.05."""
     fields = dict.fromkeys(["median", *(rule.field for rule in rules)])
-    columns = ["key", "status", *fields, "samples"]
+    columns = ["key", "fullname", "status", *fields, "samples"]
     pairs = build_table([base])[columns].merge(
         build_table([candidate])[columns],
         on="key",
@@ -59,35 +159,47 @@ def compare_runs(
         suffixes=("_base", "_cand"),
         indicator=True,
     )
-    rows = [_compare_pair(pair, rules, alpha) for pair in pairs.to_dict("records")]
+    drift = canary_drift(base, candidate)
+    rows = [_compare_pair(pair, rules, alpha, drift) for pair in pairs.to_dict("records")]
     table = pd.DataFrame(rows).sort_values("benchmark", ignore_index=True)
     failures = tuple(f"{row['benchmark']}: {row['failed']}" for row in rows if row["failed"])
-    return Comparison(base.label, candidate.label, table, failures, alpha, tuple(rules))
+    return Comparison(base.label, candidate.label, table, failures, alpha, tuple(rules), drift)
 
 
-def _compare_pair(pair: dict, rules: Sequence[RegressionRule], alpha: float) -> dict:
+def _compare_pair(pair: dict, rules: Sequence[RegressionRule], alpha: float,
+                  drift: CanaryDrift | None) -> dict:  # fmt: skip
     base, cand = pair["median_base"], pair["median_cand"]
-    p_value = mann_whitney_p(pair["samples_base"], pair["samples_cand"])
+    factor = drift.factor(pair["fullname_base"], pair["fullname_cand"]) if drift else 1.0
+    band = drift.band if drift else 1.0
+    samples = pair["samples_cand"]
+    normalised = samples / factor if isinstance(samples, np.ndarray) else samples
+    p_value = mann_whitney_p(pair["samples_base"], normalised)
     significant = bool(p_value < alpha)
     failed = []
     for rule in rules:
-        before, after = pair[f"{rule.field}_base"], pair[f"{rule.field}_cand"]
-        if rule.exceeded(before, after) and (significant or math.isnan(p_value)):
+        before, after = pair[f"{rule.field}_base"], pair[f"{rule.field}_cand"] / factor
+        beyond_drift = not after / before <= band  # NaN (unknown) is not beyond
+        if rule.exceeded(before, after) and beyond_drift and (significant or math.isnan(p_value)):
             evidence = f"p={p_value:.2g}" if significant else "no raw timings: threshold only"
+            if drift:
+                evidence += f", canary-normalised by {factor:.3f}"
             failed.append(f"{rule.describe(before, after)} ({evidence})")
+    ratio = cand / base / factor
     return {
         "benchmark": pair["key"],
         "base_ms": base * 1e3,
         "candidate_ms": cand * 1e3,
         "ratio": cand / base,
+        "canary": factor,
+        "normalised_ratio": ratio,
         "p_value": p_value,
         "significant": significant,
-        "verdict": _verdict(pair, p_value, significant),
+        "verdict": _verdict(pair, p_value, significant, ratio, band),
         "failed": "; ".join(failed),
     }
 
 
-def _verdict(pair: dict, p_value: float, significant: bool) -> str:
+def _verdict(pair: dict, p_value: float, significant: bool, ratio: float, band: float) -> str:
     if pair["_merge"] in _SIDES:
         return _SIDES[pair["_merge"]]
     if pair["status_base"] != "ok" or pair["status_cand"] != "ok":
@@ -96,7 +208,9 @@ def _verdict(pair: dict, p_value: float, significant: bool) -> str:
         return "untested (no raw timings)"
     if not significant:
         return "within noise"
-    return "slower" if pair["median_cand"] > pair["median_base"] else "faster"
+    if 1 / band <= ratio <= band:
+        return "within canary drift"
+    return "slower" if ratio > 1 else "faster"
 
 
 def mann_whitney_p(base: object, candidate: object) -> float:
