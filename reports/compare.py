@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -274,8 +275,8 @@ def paired_rows(run: SavedRun) -> list[dict]:
             {
                 "benchmark": bench["name"],
                 "kind": paired.get("kind"),
-                "baseline": _side(paired.get("baseline")),
-                "candidate": _side(paired.get("candidate")),
+                "baseline": _side(paired.get("baseline"), paired.get("candidate")),
+                "candidate": _side(paired.get("candidate"), paired.get("baseline")),
                 "baseline_ms": float(paired.get("baseline_ms", math.nan)),
                 "candidate_ms": float(paired.get("candidate_ms", math.nan)),
                 "ratio": float(paired.get("ratio", math.nan)),
@@ -296,10 +297,15 @@ def _interval(value: object) -> bool:
     )
 
 
-def _side(side: object) -> str:
+def _side(side: object, other: object) -> str:
+    """``variant on device``, plus ``(release)`` when the two sides' releases differ."""
     if not isinstance(side, dict):
         return ""
-    return f"{side.get('variant')} on {side.get('device')}"
+    text = f"{side.get('variant')} on {side.get('device')}"
+    release = side.get("release")
+    if release and isinstance(other, dict) and other.get("release") != release:
+        text += f" ({Path(str(release)).name})"
+    return text
 
 
 def check_paired(run: SavedRun, rules: Sequence[RegressionRule] = ()) -> PairedCheck:
