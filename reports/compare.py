@@ -30,11 +30,14 @@ Measured 2026-12-03 on the 2-vCPU Xeon shared with three other engineers' jobs (
 6-16), three back-to-back saved runs of identical code, quick grid (25 benchmarks each),
 compared pairwise with ``--fail-on median:10%``; failures out of 25 per pair (1v2, 1v3, 2v3):
 
-| release  | raw ratio range | no canary | / whole-run canary | / canary around each benchmark | whole-run canary + band (used) |
-|----------|-----------------|-----------|--------------------|--------------------------------|--------------------------------|
-| resnet18 | 0.27-4.56       | 6, 16, 14 | 21, 3, 14          | 16, 7, 16                      | 0, 0, 0 (band 4.32, 4.32, 3.21) |
-| tiny     | 0.08-21.5       | 17, 17, 15 | 17, 17, 9         | 15, 18, 13                     | 3, 3, 1 (band 4.15, 4.15, 2.78) |
+| release  | raw ratios | before     | now: whole-run canary + band | alt. threshold only: none / whole-run / around each |
+|----------|------------|------------|-------------------------|-----------------------------|
+| resnet18 | 0.27-4.56  | 2, 11, 16  | 0, 0, 0 (band 4.32, 4.32, 3.21x) | 6, 16, 14 / 21, 3, 14 / 16, 7, 16 |
+| tiny     | 0.08-21.5  | 17, 17, 11 | 3, 3, 1 (band 4.15, 4.15, 2.78x) | 17, 17, 15 / 17, 17, 9 / 15, 18, 13 |
 
+"before" is this command without the canary (threshold and Mann-Whitney), "now" with it; the
+last column counts ratios beyond 10 % (no test) with no normalisation, divided by the
+whole-run canary ratio, and by the canary ratio around each benchmark.
 Canary medians of the three resnet18 runs: 10.29, 4.31, 10.16 ms; the benchmarks moved less
 than the canary did (normalising around each benchmark over-corrects: 2 failures in 1v3), and
 tiny's sub-millisecond forwards moved up to 21x with no relation to it: at that load neither
