@@ -19,11 +19,12 @@ Two summaries of the pairs, for two questions:
 Measured 2026-12-03 on the 2-vCPU Xeon shared with three other engineers' jobs (load average
 6-16), ratio [95 % interval]:
 
-| pair | result |
-|------|--------|
-| spin doubles 3 ms against 3.45 ms (planted 15 %), 200 rounds, twice | 1.151 [1.150, 1.152], 1.147 [1.139, 1.152] |
-| spin doubles 3 ms against 3 ms | 0.997 [0.994, 1.006] (89 rounds), 1.000 [0.997, 1.001] |
-| resnet18 release against itself (``--baseline-release``), external/fused cbn-on, b1/b4, model/e2e, 30 rounds each | 0.74-1.34; widest [0.450, 1.523]; 1 of 8 intervals excludes 1 (1.261 [1.048, 2.562], e2e b1); none fails ``median:10%`` |
+* spin doubles, 3 ms against 3.45 ms (a planted 15 %), 200 rounds, twice:
+  1.151 [1.150, 1.152] and 1.147 [1.139, 1.152];
+* spin doubles, 3 ms against 3 ms: 0.997 [0.994, 1.006] (89 rounds), 1.000 [0.997, 1.001];
+* the resnet18 release against itself (``--baseline-release``), external and fused cbn-on,
+  batches 1 and 4, model and e2e, 30 rounds each: 0.74-1.34, the widest [0.450, 1.523];
+  1 of 8 intervals excludes 1 (1.261 [1.048, 2.562], e2e b1); none fails ``median:10%``.
 
 So the interval is honest about the load (wide when the machine is), a planted 15 % fails
 ``median:10%`` with its interval far from 1, and a real model's 15 % change is resolved only

@@ -173,7 +173,10 @@ def _build_paired(config, manifest, kind: str, value: str) -> list:
     if kind == "release":
         from exporters.manifest import load_manifest
 
-        baseline = load_manifest(value)
+        try:
+            baseline = load_manifest(value)
+        except HarnessError as err:
+            raise HarnessError(f"--baseline-release: {err}") from None
         cases = build_paired_cases(kind, manifest, grid, baseline_manifest=baseline)
         if not cases:
             raise HarnessError(

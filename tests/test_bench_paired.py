@@ -8,6 +8,7 @@ rounds, the bootstrap interval saved in ``extra_info``, ``python -m reports --pa
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 import time
 
@@ -221,3 +222,21 @@ def test_canary_stops_at_its_cap():
 
 def test_alternator_sizes_nothing_without_warm_up():
     assert Alternator(lambda: None, lambda: None).warm_up(0) == 0.0
+
+
+def test_baseline_release_collects_a_pair_per_shared_variant_and_rejects_a_non_release(
+    tiny_release, tmp_path
+):
+    result = run_bench("--release", tiny_release, "--baseline-release", tiny_release,
+                       "--batch-sizes", "1", "--collect-only")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    ids = re.findall(r"::test_paired\[(.+)\]$", result.stdout, flags=re.MULTILINE)
+    variants = [v.id for v in load_manifest(tiny_release).variants]
+    assert ids == [
+        f"{v}-b1-cpu-{m}-vs-baseline-release" for v in variants for m in ("model", "e2e")
+    ]
+    assert "test_latency[" not in result.stdout
+    bad = run_bench("--release", tiny_release, "--baseline-release", tmp_path, "--collect-only")
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("ERROR")]
+    assert bad.returncode != 0 and len(errors) == 1, bad.stderr
+    assert errors[0].startswith(f"ERROR: --baseline-release: {tmp_path}"), errors
