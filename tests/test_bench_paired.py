@@ -205,6 +205,8 @@ def test_a_paired_session_saves_ratios_and_the_canary(tiny_release, tmp_path):
         assert low <= paired["ratio"] <= high
         assert (paired["baseline"]["variant"], paired["candidate"]["variant"]) == (a, b)
         assert len(paired["baseline_s"]) == len(paired["candidate_s"]) == paired["rounds"]
+        per_round = np.array(paired["candidate_s"]) / np.array(paired["baseline_s"])
+        assert paired["round_ratio"]["median"] == pytest.approx(np.median(per_round))
         modes.add(bench["extra_info"]["mode"])
     assert modes == {"paired-model", "paired-e2e"}
     record = run["machine_info"]["canary"]
