@@ -53,7 +53,9 @@ def test_ratio_of_medians_sees_a_planted_slowdown_and_not_its_absence():
     assert result.excludes(1.0) and result.low > 1.05, result
     assert result.low <= result.ratio <= result.high
     same = interleave(spin(0.002), spin(0.002), 40, warmup=1)
-    assert not ratio_of_medians(same.wall[:, 0], same.wall[:, 1]).excludes(1.0)
+    even = ratio_of_medians(same.wall[:, 0], same.wall[:, 1])
+    # A 95 % interval misses the truth 1 time in 20, so the check is that it stays near 1.
+    assert 0.95 < even.low <= even.high < 1.05, even
 
 
 def test_ratio_interval_is_seeded_and_resamples_whole_rounds():
