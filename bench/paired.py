@@ -19,9 +19,11 @@ Two summaries of the pairs, for two questions:
 Measured 2026-12-03 on the 2-vCPU Xeon shared with three other engineers' jobs (load average
 6-16), ratio [95 % interval]:
 
-* spin doubles, 3 ms against 3.45 ms (a planted 15 %), 200 rounds, twice:
-  1.151 [1.150, 1.152] and 1.147 [1.139, 1.152];
-* spin doubles, 3 ms against 3 ms: 0.997 [0.994, 1.006] (89 rounds), 1.000 [0.997, 1.001];
+* spin doubles (busy-waits on ``perf_counter``), 1 ms against 1.15 ms (a planted 15 %), 200
+  rounds, twice at load average 10.7: 1.149 [1.148, 1.150] and 1.149 [1.143, 1.151];
+* spin doubles, 1 ms against 1 ms: 1.000 [1.000, 1.001] and 0.979 [0.953, 1.000]. Longer
+  spins suffer from the load: 3 ms against 3 ms over 40 rounds gave 0.81 [0.73, 1.15] at
+  load 11.7 (a preempted spin overshoots), hence 1 ms in the tests;
 * the resnet18 release against itself (``--baseline-release``), external and fused cbn-on,
   batches 1 and 4, model and e2e, 30 rounds each: 0.74-1.34, the widest [0.450, 1.523];
   1 of 8 intervals excludes 1 (1.261 [1.048, 2.562], e2e b1); none fails ``median:10%``.
