@@ -195,6 +195,7 @@ def test_a_real_slowdown_on_a_steady_machine_still_fails(tmp_path):
     result, table = compared(tmp_path)
     assert row(table, SLOWER)["normalised_ratio"] == pytest.approx(1.3, rel=0.03)
     assert not result and "canary-normalised by 1.100" in result.failures[0]
+    assert "cannot resolve" not in result.drift_text
 
 
 def test_a_slowdown_inside_the_canary_drift_band_does_not_fail(tmp_path):
@@ -202,6 +203,7 @@ def test_a_slowdown_inside_the_canary_drift_band_does_not_fail(tmp_path):
     result, table = compared(tmp_path)
     assert result.drift.band > 1.3
     assert row(table, SLOWER)["verdict"] == "within canary drift" and result
+    assert "cannot resolve median:10% here" in result.drift_text
 
 
 def test_without_a_canary_nothing_is_normalised(tmp_path):
