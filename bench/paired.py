@@ -261,8 +261,8 @@ class PairedCase:
     def info(self) -> dict:
         """``extra_info``: the candidate's case fields, mode ``paired-<mode>`` (so a paired
         row never matches a plain one in a compare), and ``paired`` naming both sides."""
-        from bench.cases import BenchCase
-        from bench.timing import case_info
+        from mge_harness.bench.cases import BenchCase
+        from mge_harness.bench.timing import case_info
 
         side = self.candidate
         info = case_info(BenchCase(side.variant, self.batch, side.device, self.mode), side.manifest)
@@ -309,7 +309,7 @@ def build_paired_cases(kind: str, manifest, grid, baseline_manifest=None, pair=(
 
 def side_call(side: Side, runners, batch: int, mode: str) -> Callable[[], object]:
     """The timed call of one side, its input ready (``bench.timing``'s ``model``/``e2e``)."""
-    from bench.inputs import frame_size, image_batch, model_feed
+    from mge_harness.bench.inputs import frame_size, image_batch, model_feed
 
     frames = image_batch(batch, frame_size(side.variant))
     if mode == "model":

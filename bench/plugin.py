@@ -30,9 +30,9 @@ import os
 
 import pytest
 
-from bench.grid import GRID_ENV, select_grid
-from bench.state import BenchState, sidecar_document, write_not_measured
-from exporters.errors import HarnessError
+from mge_harness.bench.grid import GRID_ENV, select_grid
+from mge_harness.bench.state import BenchState, sidecar_document, write_not_measured
+from mge_harness.exporters.errors import HarnessError
 
 STATE = pytest.StashKey[BenchState]()
 CASES = pytest.StashKey[list]()
@@ -85,7 +85,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    from exporters.probe import check_timeout
+    from mge_harness.exporters.probe import check_timeout
 
     try:
         grid = select_grid(
@@ -106,8 +106,8 @@ def _collection_cases(config) -> list:
     """The benchmark cases of the release under test, built once per session (the session's
     release, ``exporters.session``, is shared with the gate and the fixtures)."""
     if CASES not in config.stash:
-        from bench.cases import build_cases
-        from exporters.session import session_release
+        from mge_harness.bench.cases import build_cases
+        from mge_harness.exporters.session import session_release
 
         release = session_release(config)
         if release.manifest is None:
@@ -166,12 +166,12 @@ def _paired_cases(config) -> list:
 
 
 def _build_paired(config, manifest, kind: str, value: str) -> list:
-    from bench.grid import parse_devices
-    from bench.paired import build_paired_cases
+    from mge_harness.bench.grid import parse_devices
+    from mge_harness.bench.paired import build_paired_cases
 
     grid = config.stash[STATE].grid
     if kind == "release":
-        from exporters.manifest import load_manifest
+        from mge_harness.exporters.manifest import load_manifest
 
         try:
             baseline = load_manifest(value)
@@ -201,7 +201,7 @@ def _build_paired(config, manifest, kind: str, value: str) -> list:
 
 def _collection_manifest(config):
     """The release under test's manifest, or None with the error stashed."""
-    from exporters.session import session_release
+    from mge_harness.exporters.session import session_release
 
     release = session_release(config)
     if release.manifest is None:
@@ -215,8 +215,8 @@ def _tuned_configs(path, variants) -> dict[str, str]:
     A recommended config this checkout does not know is a one-line error."""
     if not path:
         return {}
-    from exporters.devices import get_device_config
-    from exporters.tuned import load_tuned, recommended_config
+    from mge_harness.exporters.devices import get_device_config
+    from mge_harness.exporters.tuned import load_tuned, recommended_config
 
     named = load_tuned(path)["variants"]
     tuned = {v.id: recommended_config(path, v.id) for v in variants if v.id in named}
@@ -271,7 +271,7 @@ def _times_benchmarks(item) -> bool:
 def pytest_runtest_setup(item):
     state = item.config.stash.get(STATE, None)
     if state and not state.canary.samples and _times_benchmarks(item):
-        from bench.canary import START_ROUNDS
+        from mge_harness.bench.canary import START_ROUNDS
 
         state.canary.sample(START_ROUNDS)
 
@@ -279,14 +279,14 @@ def pytest_runtest_setup(item):
 def pytest_runtest_teardown(item, nextitem):
     state = item.config.stash.get(STATE, None)
     if state and _times_benchmarks(item):
-        from bench.canary import ROUNDS_PER_TEST
+        from mge_harness.bench.canary import ROUNDS_PER_TEST
 
         state.canary.sample(ROUNDS_PER_TEST, after=item.nodeid)
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-benchmark's: the [bench] extra
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from bench.machine import machine_info as megengine_info
+    from mge_harness.bench.machine import machine_info as megengine_info
 
     machine_info.update(megengine_info())
     state = config.stash.get(STATE, None)

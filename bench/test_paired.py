@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.paired import side_call, time_pair
-from exporters.errors import first_line
+from mge_harness.bench.paired import side_call, time_pair
+from mge_harness.exporters.errors import first_line
 
 
 def test_paired(paired_case, bench_state, benchmark, request):

@@ -15,13 +15,13 @@ import time
 import numpy as np
 import pytest
 
-from bench import canary
-from bench.grid import quick_grid
-from bench.paired import Alternator, build_paired_cases, interleave, ratio_of_medians
-from exporters.manifest import load_manifest
-from reports.compare import check_paired
-from reports.rules import RegressionRule
-from reports.sources import read_run
+from mge_harness.bench import canary
+from mge_harness.bench.grid import quick_grid
+from mge_harness.bench.paired import Alternator, build_paired_cases, interleave, ratio_of_medians
+from mge_harness.exporters.manifest import load_manifest
+from mge_harness.reports.compare import check_paired
+from mge_harness.reports.rules import RegressionRule
+from mge_harness.reports.sources import read_run
 from tests.test_bench_session import ROOT, run_bench, saved_files
 from tests.test_reports import assert_one_line_error, call_main
 
@@ -93,8 +93,8 @@ def test_a_paired_ratio_fails_only_when_its_whole_interval_is_beyond(rule, low, 
 # --- paired sessions ------------------------------------------------------------------------
 
 PLANTED = """
-from bench.grid import quick_grid
-from bench.paired import time_pair
+from mge_harness.bench.grid import quick_grid
+from mge_harness.bench.paired import time_pair
 
 def spin(seconds):
     import time
@@ -157,7 +157,7 @@ def test_paired_on_a_run_without_pairs_is_a_one_line_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_release():
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release("tiny", progress=None)
 
