@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mge_harness.bench.canary import Canary
 from mge_harness.bench.inputs import IMAGE_SIZE
 from mge_harness.bench.loaded import LoadedRunners
 from mge_harness.bench.timing import case_info
@@ -32,9 +33,16 @@ class BenchState:
     probes: dict[tuple[str, str], ProbeResult] = field(default_factory=dict)
     not_measured: list[dict] = field(default_factory=list)
     saved_run: dict = field(default_factory=dict)
+    canary: Canary = field(default_factory=Canary)
+    #: The baseline and candidate sides' runners of paired benchmarks (``bench.paired``): one
+    #: cache per side, so the same variant id of two releases never shares a network.
+    paired_runners: tuple[LoadedRunners, LoadedRunners] = field(
+        default_factory=lambda: (LoadedRunners(), LoadedRunners())
+    )
 
     def probe(self, case, release_dir) -> ProbeResult:
-        """Probes ``case``'s (variant, device config) in a child process, once per session."""
+        """Probes ``case``'s (variant, device config) in a child process, once per session
+        (``case`` may be a ``bench.paired.Side``, whose key names its release too)."""
         if case.key not in self.probes:
             variant_id = case.variant.id
             self.probes[case.key] = probe_variants(
@@ -59,11 +67,22 @@ class BenchState:
 
     def record(self, case, manifest, node, status: str, reason: str) -> None:
         """Keeps a not-measured row for ``case`` (the pytest item ``node``)."""
-        row = case_info(case, manifest)
+        self._keep(case_info(case, manifest), case, node, status, reason)
+
+    def record_paired(self, case, node, status: str, reason: str) -> None:
+        """Keeps a not-measured row for the paired case ``case`` (a ``bench.paired.PairedCase``)."""
+        self._keep(case.info(), case, node, status, reason)
+
+    def _keep(self, row: dict, case, node, status: str, reason: str) -> None:
         row.update(
             status=status, reason=reason, name=node.name, fullname=node.nodeid, group=case.group
         )
         self.not_measured.append(row)
+
+    def close(self) -> None:
+        """Deactivates every loaded network."""
+        for runners in (self.runners, *self.paired_runners):
+            runners.close()
 
 
 def sidecar_document(rows: list[dict], saved_run: dict, machine_info: dict | None) -> dict:

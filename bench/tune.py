@@ -13,8 +13,8 @@ three steps, and the first that fails decides its verdict:
 2. **equivalence** against the default ``cpu`` config on the same variant: ``EQUIVALENCE_IMAGES``
    seeded uniform uint8 images at the model's input size, compared with
    ``equivalence.compare`` under ``TOLERANCE``; failing it is ``not equivalent``;
-3. **paired timing**: default and candidate forwards alternate in this process (the order flips
-   every round), each forward timed with ``perf_counter`` and ``process_time``; the speedup is
+3. **paired timing** (``bench.paired``, the loop the paired benchmarks use too): default and
+   candidate forwards alternate in this process (the order flips every round), each forward timed with ``perf_counter`` and ``process_time``; the speedup is
    the median of the per-round ratios default/candidate, with a 95 % bootstrap interval of that
    median. ``cpu/wall`` is the candidate's process CPU time over its wall time: above 1 means
    it kept more than one core busy.
@@ -82,7 +82,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +90,7 @@ import numpy as np
 
 from mge_harness.bench.grid import parse_batch_sizes
 from mge_harness.bench.inputs import IMAGE_SIZE, frame_size, image_batch, model_feed
+from mge_harness.bench.paired import BOOTSTRAP_SAMPLES, WARMUP_ROUNDS, bootstrap_median, interleave
 from mge_harness.exporters.devices import DEVICE_CONFIGS, DeviceConfig, get_device_config
 from mge_harness.exporters.errors import HarnessError, first_line
 from mge_harness.exporters.files import atomic_write_json
@@ -110,12 +110,8 @@ DEFAULT_PREPROCESSINGS = ("external", "fused")
 #: How many seeded images the equivalence check runs (in batches of the swept batch size).
 EQUIVALENCE_IMAGES = 4
 
-#: Timed rounds per config and batch size, and untimed warm-up rounds before them.
+#: Timed rounds per config and batch size (``bench.paired.WARMUP_ROUNDS`` untimed ones first).
 DEFAULT_ROUNDS = 20
-WARMUP_ROUNDS = 2
-
-#: Bootstrap resamples of the median speedup; the interval is the central 95 %.
-BOOTSTRAP_SAMPLES = 2000
 
 #: Where the sweep is written, inside the release folder.
 TUNED_JSON = "tuned.json"
@@ -224,40 +220,20 @@ def compare_all(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
     return min(results, key=lambda r: (bool(r), r.margin))
 
 
-def bootstrap_median(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
-    """(median, low, high): the median of ``values`` and the central 95 % of its bootstrap."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), (samples, len(values)))
-    medians = np.median(values[picks], axis=1)
-    low, high = np.percentile(medians, [2.5, 97.5])
-    return float(np.median(values)), float(low), float(high)
-
-
 def paired_timing(baseline, candidate, rounds: int, warmup: int = WARMUP_ROUNDS) -> dict:
-    """Alternates ``baseline()`` and ``candidate()`` (order flipped every round); per-round
-    speedups baseline/candidate, their median with a bootstrap interval, and CPU/wall per side."""
-    for _ in range(warmup):
-        baseline()
-        candidate()
-    wall = np.zeros((rounds, 2))
-    cpu = np.zeros((rounds, 2))
-    for index in range(rounds):
-        order = (0, 1) if index % 2 == 0 else (1, 0)
-        for side in order:
-            call = (baseline, candidate)[side]
-            start_cpu, start = time.process_time(), time.perf_counter()
-            call()
-            wall[index, side] = time.perf_counter() - start
-            cpu[index, side] = time.process_time() - start_cpu
-    speedup, low, high = bootstrap_median(wall[:, 0] / wall[:, 1])
+    """Alternates ``baseline()`` and ``candidate()`` (``bench.paired.interleave``: order flipped
+    every round); per-round speedups baseline/candidate, their median with a bootstrap interval,
+    and CPU/wall per side."""
+    timed = interleave(baseline, candidate, rounds, warmup)
+    wall = timed.wall
+    speedup, low, high = bootstrap_median(wall[:, 0] / wall[:, 1], BOOTSTRAP_SAMPLES)
     return {
         "speedup": speedup,
         "interval": (low, high),
         "baseline_ms": float(np.median(wall[:, 0]) * 1e3),
         "candidate_ms": float(np.median(wall[:, 1]) * 1e3),
-        "baseline_cpu_per_wall": float(cpu[:, 0].sum() / wall[:, 0].sum()),
-        "cpu_per_wall": float(cpu[:, 1].sum() / wall[:, 1].sum()),
+        "baseline_cpu_per_wall": timed.cpu_per_wall(0),
+        "cpu_per_wall": timed.cpu_per_wall(1),
         "rounds": rounds,
     }
 

@@ -21,11 +21,15 @@ examples:
   python -m reports                                  # .benchmarks/ + results/gate.json -> results/
   python -m reports --benchmarks cpu-runs/ cuda-runs/ --out results/devices
   python -m reports --compare 0001 0002 --fail-on median:10%
+  python -m reports --paired 0003 --fail-on median:10%   # a run of pytest bench/ --baseline-release DIR
 
 --fail-on rules are FIELD:N% (relative) or FIELD:SECONDS (absolute), FIELD one of
 min max mean median stddev iqr p90 p99. A rule fails only for a slowdown that is larger than its
 threshold and significant (two-sided Mann-Whitney U on the raw timings, p < --alpha); pick
 thresholds above the run-to-run drift of your machine (10% or more for medians on shared CI).
+--compare divides the candidate's timings by the machine-speed canary ratio of the two runs
+(bench.canary) and prints how much drift the canary saw. With --paired, a median rule fails a
+paired ratio only when its whole 95% bootstrap interval is beyond the limit.
 """
 
 
@@ -101,11 +105,17 @@ def parser() -> argparse.ArgumentParser:
         help="compare two saved runs: run numbers such as 0001 (or MACHINE/0001) or file paths",
     )
     p.add_argument(
+        "--paired",
+        metavar="RUN",
+        help="check the paired benchmarks (pytest bench/ --baseline-release, --pair-devices, "
+        "--pair-variants) of one saved run: a run number such as 0003 or a file path",
+    )
+    p.add_argument(
         "--fail-on",
         action="append",
         default=[],
         metavar="RULE",
-        help="with --compare: exit 1 on a significant regression beyond RULE, e.g. median:10%%",
+        help="with --compare or --paired: exit 1 on a regression beyond RULE, e.g. median:10%%",
     )
     p.add_argument(
         "--require-gate-pass",
@@ -127,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         require_reports_extra()
+        if args.compare and args.paired:
+            raise ReportError("--compare and --paired: expected one of them")
+        if args.paired:
+            return _paired(args)
         return _compare(args) if args.compare else _report(args)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -138,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     if args.fail_on:
-        raise ReportError("--fail-on needs --compare BASE CAND")
+        raise ReportError("--fail-on needs --compare BASE CAND or --paired RUN")
     from mge_harness.reports.build import write_report
 
     written = write_report(
@@ -179,4 +193,16 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare_runs(base, candidate, rules, alpha=args.alpha)
     write_comparison(comparison, args.out)
     print(comparison_markdown(comparison), end="")
+    print(comparison.drift_text, file=sys.stderr)  # stdout is compare.md, as written
     return 0 if comparison else 1
+
+
+def _paired(args: argparse.Namespace) -> int:
+    from mge_harness.reports.compare import check_paired, paired_text
+    from mge_harness.reports.rules import RegressionRule
+    from mge_harness.reports.sources import find_run, read_run
+
+    rules = [RegressionRule.parse(text) for text in args.fail_on]
+    check = check_paired(read_run(find_run(args.paired, args.benchmarks)), rules)
+    print(paired_text(check), end="")
+    return 0 if check else 1

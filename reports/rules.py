@@ -8,6 +8,11 @@ raw timings, see :mod:`reports.compare`), so the threshold only needs to exceed 
 of the statistic itself. On a shared 2-vCPU runner medians drift by a few percent between runs, so
 use 10 % or more for ``median``/``mean`` and compare ``max``/``stddev``/``p99`` with care: the tails
 are where a noisy neighbour shows up first.
+
+Paired ratios (``bench/test_paired.py``: median(candidate) / median(baseline) of interleaved
+rounds, with a bootstrap interval) are checked by :meth:`RegressionRule.interval_exceeded`: a
+ratio fails only when its whole interval lies beyond the limit, e.g. ``median:10%`` fails
+[1.12, 1.19] but not [1.08, 1.19]. Only ``median`` rules apply to them (the ratio is of medians).
 """
 
 from __future__ import annotations
@@ -53,6 +58,29 @@ class RegressionRule:
     def exceeded(self, base: float, candidate: float) -> bool:
         """True when the slowdown is larger than the threshold (False when a value is unknown)."""
         return bool(self.change(base, candidate) > self.threshold)
+
+    @property
+    def applies_to_paired(self) -> bool:
+        """Whether the rule can judge a paired ratio (a ratio of medians)."""
+        return self.field == "median"
+
+    def interval_exceeded(self, low: float, baseline: float) -> bool:
+        """For a paired ratio candidate/baseline whose interval starts at ``low``: True when even
+        ``low`` is a slowdown beyond the threshold (relative: ``low - 1`` in percent; absolute:
+        ``(low - 1) * baseline`` seconds, ``baseline`` the baseline's median). False for rules
+        that do not apply to paired ratios and for unknown values."""
+        if not self.applies_to_paired:
+            return False
+        return bool(self.change(baseline, low * baseline) > self.threshold)
+
+    def describe_interval(self, ratio: float, low: float, high: float, baseline: float) -> str:
+        """``median ratio 1.15 [1.12, 1.19]: +12% > 10% at the interval's low end`` style text."""
+        unit = "%" if self.relative else " s"
+        at_low = self.change(baseline, low * baseline)
+        return (
+            f"{self.field} ratio {ratio:.3f} [{low:.3f}, {high:.3f}]: {at_low:+.4g}{unit} > "
+            f"{self.threshold:g}{unit} at the interval's low end"
+        )
 
     def describe(self, base: float, candidate: float) -> str:
         """``median +31.2% > 10%`` style text for a failure message."""

@@ -151,3 +151,70 @@ def test_bad_fail_on_is_a_one_line_error(tmp_path, rule):
     make_runs(tmp_path / ".benchmarks")
     done = call_main("--compare", "0001", "0002", "--fail-on", rule, cwd=tmp_path)
     assert_one_line_error(done, f"--fail-on {rule!r}")
+
+
+# --- the machine-speed canary ---------------------------------------------------------------
+
+
+def with_canary(run: dict, samples: list[float], names=()) -> dict:
+    """``run`` with a canary record: ``samples`` in all, the same rounds after each of ``names``."""
+    run["machine_info"]["canary"] = {
+        "version": 1,
+        "median_s": float(np.median(samples)),
+        "rounds": len(samples),
+        "samples_s": samples,
+        "after": {name: samples for name in names},
+    }
+    return run
+
+
+def canary_runs(storage, slowdown: float, machine: float, spread: float = 0.01):
+    """Base and candidate runs of one benchmark: the candidate's code ``slowdown``x slower, on
+    a machine ``machine``x slower (its timings and its canary both scaled), canary rounds
+    log-normal with ``spread``."""
+    base_t = syn.timings(0.030, 0.02, 40, 1)
+    cand_t = [t * slowdown * machine for t in syn.timings(0.030, 0.02, 40, 2)]
+    canary = syn.timings(0.004, spread, 30, 3)
+    base, cand = syn.benchmark(SLOWER, base_t), syn.benchmark(SLOWER, cand_t)
+    fullname = base["fullname"]
+    base, cand = syn.saved_run([base]), syn.saved_run([cand], when="2026-01-02T00:00:00+00:00")
+    syn.save(storage, with_canary(base, canary, [fullname]), 1)
+    syn.save(storage, with_canary(cand, [c * machine for c in canary], [fullname]), 2)
+
+
+def test_a_slower_machine_is_divided_out_by_the_canary(tmp_path):
+    canary_runs(tmp_path, slowdown=1.0, machine=1.4)
+    result, table = compared(tmp_path)
+    assert row(table, SLOWER)["ratio"] == pytest.approx(1.4, rel=0.03)
+    assert row(table, SLOWER)["normalised_ratio"] == pytest.approx(1.0, abs=0.03)
+    assert result and "took 1.400x the base run's" in result.drift_text
+
+
+def test_a_real_slowdown_on_a_steady_machine_still_fails(tmp_path):
+    canary_runs(tmp_path, slowdown=1.3, machine=1.1)
+    result, table = compared(tmp_path)
+    assert row(table, SLOWER)["normalised_ratio"] == pytest.approx(1.3, rel=0.03)
+    assert not result and "canary-normalised by 1.100" in result.failures[0]
+    assert "cannot resolve" not in result.drift_text
+
+
+def test_a_slowdown_inside_the_canary_drift_band_does_not_fail(tmp_path):
+    canary_runs(tmp_path, slowdown=1.3, machine=1.0, spread=0.5)  # canary varied > 1.3x in-run
+    result, table = compared(tmp_path)
+    assert result.drift.band > 1.3
+    assert row(table, SLOWER)["verdict"] == "within canary drift" and result
+    assert "cannot resolve median:10% here" in result.drift_text
+
+
+def test_without_a_canary_nothing_is_normalised(tmp_path):
+    make_runs(tmp_path)
+    result, table = compared(tmp_path)
+    assert result.drift is None and "unknown" in result.drift_text
+    assert (table["canary"] == 1.0).all()
+
+
+def test_cli_compare_says_how_much_drift_the_canary_saw(tmp_path):
+    canary_runs(tmp_path / ".benchmarks", slowdown=1.0, machine=1.2)
+    done = call_main("--compare", "0001", "0002", "--fail-on", "median:10%", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    assert "canary drift: the candidate run's canary took 1.200x" in done.stderr
