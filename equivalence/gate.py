@@ -175,6 +175,7 @@ class Gate:
         self.pool.blocked = frozenset(skip)
         if self.manifest.source is not None:  # a user's factory: one line if it cannot build
             self.pool.eager_module()
+        self.validate_tuned()
         for entry in self.manifest.variants:
             if entry.id in skip:
                 continue
@@ -190,6 +191,21 @@ class Gate:
         self.notes = fixed_size_notes(self.manifest)
         if self.manifest.reference_variant().id not in skip:
             self.notes += self.input_sensitivity()
+
+    def validate_tuned(self) -> None:
+        """A ``tuned.json`` in the release folder is part of the release: one that cannot be read,
+        or whose recommendations are not LiteOptions, is a one-line HarnessError before any
+        check (the ``tuned`` check would fail on it for every variant and example)."""
+        from mge_harness.equivalence.checks import TUNED_FILE
+        from mge_harness.exporters.tuned import load_tuned, tuned_device_config
+
+        path = self.manifest.root / TUNED_FILE
+        if not path.exists():
+            return
+        for variant_id, record in load_tuned(path)["variants"].items():
+            recommended = record.get("recommended") if isinstance(record, dict) else None
+            if recommended is not None and variant_id in {e.id for e in self.manifest.variants}:
+                tuned_device_config(path, variant_id)
 
     def input_sensitivity(self) -> list[str]:
         """Refuses a release whose reference outputs do not depend on the input

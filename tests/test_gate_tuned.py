@@ -21,7 +21,7 @@ from mge_harness.exporters import release
 from mge_harness.exporters.devices import DEVICE_CONFIGS
 from mge_harness.exporters.manifest import load_manifest
 from mge_harness.exporters.probe import ProbeResult
-from tests.hardening_models import run_gate
+from tests.hardening_models import USAGE_ERROR, assert_one_line, run_gate
 
 
 def _recommendation(name: str) -> dict:
@@ -67,21 +67,35 @@ def test_a_release_without_tuned_json_skips_the_check():
     assert reason.startswith("no tuned.json in the release") and "bench.tune" in reason
 
 
-def test_a_tuned_json_that_is_not_one_fails_the_check_in_one_line(tuned_release, tmp_path):
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("{not json", "tuned.json: not valid JSON"),
+        (
+            json.dumps(
+                {
+                    "format_version": 1,
+                    "variants": {
+                        "tiny.fused.cbn-on": {
+                            "recommended": {"config": "x", "options": {"nope": 1}, "threads": 1}
+                        }
+                    },
+                }
+            ),
+            "nope=1 is not an integer LiteOptions field",
+        ),
+    ],
+)
+def test_a_broken_tuned_json_refuses_the_gate_in_one_line(
+    tuned_release, tmp_path, content, expected
+):
+    """A tuned.json is part of the release: one that is not one is refused before any check,
+    like any other broken release file (exit 4, one line naming it), not failed per example."""
     broken = tmp_path / "release"
     shutil.copytree(tuned_release, broken)
-    (broken / TUNED_FILE).write_text("{not json")
-    result, document = run_gate(broken, tmp_path / "out", "-k", "test_tuned")
-    assert result.returncode == 1, result.stdout + result.stderr
-    failed = [
-        c
-        for variant in document["variants"]
-        for c in variant["checks"]
-        if c["check"] == "tuned" and c["verdict"] != "skipped"
-    ]
-    assert failed and all(c["verdict"] in ("fail", "error") for c in failed)
-    assert all("tuned.json: not valid JSON" in c["message"] for c in failed)
-    assert all("\n" not in c["message"] for c in failed)
+    (broken / TUNED_FILE).write_text(content)
+    result, _ = run_gate(broken, tmp_path / "out", "-k", "test_tuned")
+    assert_one_line(result, USAGE_ERROR, "ERROR: ", str(broken / TUNED_FILE), expected)
 
 
 class _Noisy:
