@@ -4,9 +4,10 @@ Every pipeline maps raw uint8 BGR images (N, H, W, 3) to float32 NCHW at ``spec.
 resize with bilinear sampling on half-pixel centres (what ``cv2.resize(..., INTER_LINEAR)`` does),
 channel order ``spec.color``, then ``(x - mean) / std``.
 
-The fused graph resizes in float; OpenCV resizes the uint8 image with
-11-bit fixed-point weights and rounds. The two therefore differ by at most one grey level on some
-pixels (measured on 11-13 % of pixels), which is the floor of fused-vs-external agreement.
+The default fused graph resizes the uint8 image and rounds to the nearest level; OpenCV resizes
+it with 11-bit fixed-point weights and rounds. The two therefore differ by at most one grey level
+on some pixels (measured on 11-13 % of pixels), which is the floor of fused-vs-external agreement
+(the exact ``fused-exact`` graph resizes in float and is as far from the uint8 pipeline).
 """
 
 from __future__ import annotations
@@ -152,8 +153,99 @@ def normalize_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(((pixels - mean) / std).transpose(0, 3, 1, 2))
 
 
+class HostPipeline:
+    """The serving-grade host pipeline: numerically ``reference_preprocess``, about 3x faster.
+
+    Per image, one ``cv2.resize`` of the uint8 frame into a preallocated uint8 buffer, then one
+    ``cv2.LUT`` whose 256-entry table per channel holds ``(float32(v) - mean) / std`` computed
+    exactly as the reference computes it (so the result is bit-identical, not just close),
+    with the channel order folded into the table; the NHWC floats are then copied into the
+    preallocated NCHW output. Buffers are reused while the batch size stays the same; the
+    returned array is overwritten by the next call.
+
+    Measured against ``reference_preprocess`` on one core, 200 alternating rounds, batch 1
+    (median ms; the machine was busy, so ratios only):
+
+    ====================================  =========  ==========  ==========================
+    pipeline                              480x640    1080x1920   max diff to the reference
+    ====================================  =========  ==========  ==========================
+    reference (resize, astype, ops, T)    1.00x      1.00x       0
+    this (resize, cv2.LUT, NCHW copy)     0.29x      0.31x       0 (bit-identical)
+    resize, np.take per channel into NCHW 0.40x      0.40x       0 (bit-identical)
+    cv2.dnn.blobFromImageWithParams       0.30x      0.35x       2.4e-7 (multiplies by 1/std)
+    ====================================  =========  ==========  ==========================
+    """
+
+    def __init__(self, spec: PreprocessSpec):
+        self.spec = spec
+        mean = np.asarray(spec.mean, np.float32)
+        std = np.asarray(spec.std, np.float32)
+        levels = np.arange(256, dtype=np.float32)[:, None]
+        table = (levels - mean) / std  # (256, 3), in the model's channel order
+        if spec.color == "rgb":  # LUT channel c maps BGR input channel c: the flip, folded in
+            table = table[:, ::-1]
+        self._table = np.ascontiguousarray(table, np.float32).reshape(256, 1, 3)
+        self._batch = 0
+
+    def _buffers(self, batch: int) -> None:
+        height, width = self.spec.size
+        self._resized = np.empty((batch, height, width, 3), np.uint8)
+        self._floats = np.empty((height, width, 3), np.float32)
+        self._out = np.empty((batch, 3, height, width), np.float32)
+        self._batch = batch
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """uint8 BGR (N, H, W, 3) -> float32 NCHW at ``spec.size`` (a reused buffer)."""
+        import cv2
+
+        images = check_images(images)
+        if len(images) != self._batch:
+            self._buffers(len(images))
+        height, width = self.spec.size
+        flip = self.spec.color == "rgb"
+        for index, image in enumerate(images):
+            resized = self._resized[index]
+            cv2.resize(image, (width, height), dst=resized, interpolation=cv2.INTER_LINEAR)
+            cv2.LUT(resized, self._table, dst=self._floats)
+            planes = self._floats.transpose(2, 0, 1)
+            self._out[index] = planes[::-1] if flip else planes
+        return self._out
+
+
 def fused_preprocess(data, spec: PreprocessSpec):
-    """In-graph pipeline on a MegEngine tensor: uint8 BGR NHWC of any size -> float32 NCHW.
+    """The default in-graph pipeline: uint8 BGR NHWC of any size -> float32 NCHW.
+
+    Transpose (a view: MegEngine's ``Resize`` reads the strided uint8 frame directly), NCHW
+    bilinear ``Resize`` on the uint8 pixels, then the cast and ``(x - mean) / std`` on the small
+    output. NCHW uint8 ``Resize`` returns the float result rounded to the nearest level, so the
+    full-resolution frame is never cast to float32 or materialised in NCHW: those two are the
+    costly ops of the other recipes (per-op Lite profile, one core, ms; ``bench/test_stages.py``
+    measures them on the machine at hand):
+
+    ============================  ===================  =====================
+    recipe                        480x640              1080x1920
+    ============================  ===================  =====================
+    fused (uint8 Resize, cast)    Resize 1.09, cast    Resize 1.30, cast
+                                  0.08: 1.3 total      0.13: 1.6 total
+    fused-fast (cast, Resize)     cast 0.27, Resize    cast 2.56, Resize
+                                  0.65: 1.1 total      1.89: 4.7 total
+    fused-exact (gathers)         gathers 4.8 + 1.1    gathers 18.4 + 4.6
+                                  arithmetic: 6.4      arithmetic: 25.5
+    transpose materialised first  Dimshuffle 3.7-4.5   (not run)
+    ============================  ===================  =====================
+
+    Against float ``cv2.resize`` it is within half a level plus the ``Resize`` op's float32
+    coordinate error; against uint8 ``cv2.resize`` (11-bit fixed-point weights) within one level.
+    """
+    import megengine.functional as F
+
+    x = F.transpose(data, (0, 3, 1, 2))
+    x = F.vision.interpolate(x, size=spec.size, mode="bilinear", align_corners=False)
+    return _normalize_nchw(x.astype("float32"), spec)
+
+
+def fused_exact_preprocess(data, spec: PreprocessSpec):
+    """In-graph pipeline with an exact resize (opt-in ``fused-exact``): slow, but exact.
 
     The resize is separable bilinear sampling on half-pixel centres, written with gathers so
     that the sampling positions are exact: it matches float ``cv2.resize`` to 6e-5 grey levels
@@ -161,7 +253,7 @@ def fused_preprocess(data, spec: PreprocessSpec):
     round the source coordinate to float32 first, which costs up to 0.036 levels at 2000 px (see
     ``fused_fast_preprocess``); NHWC ``warp_perspective`` copies OpenCV's 1/32-pixel coordinate
     quantisation and misses by up to 6 levels. The price: the gathers are slow in MegEngine 1.13
-    (about 8 ms for a 480x640 image on one x86 core, against 0.75 ms for OpenCV on the host).
+    (about 6 ms for a 480x640 image on one x86 core, 25 ms at 1080x1920; see ``fused_preprocess``).
     """
     import megengine.functional as F
 
@@ -202,12 +294,13 @@ def _sampling(in_len, out_len: int):
 
 
 def fused_fast_preprocess(data, spec: PreprocessSpec):
-    """In-graph pipeline with MegEngine's ``Resize`` op: 14x faster, less exact at large sizes.
+    """In-graph pipeline with MegEngine's float ``Resize`` op: cast, transpose, resize.
 
     ``Resize`` (NCHW, bilinear, ``align_corners=False``) samples on half-pixel centres like
     ``cv2.resize`` but computes source coordinates in float32, so its error grows with the input
     size: against float ``cv2.resize`` it is within 0.01 grey levels up to about 640 px and
-    0.036 at 2000 px (measured). At 480x640 it costs 0.56 ms against 8 ms for the exact gathers.
+    0.036 at 2000 px (measured). It casts the whole frame to float32 first, which makes it
+    3x slower than ``fused_preprocess`` at 1080x1920 (see the table there).
     """
     import megengine.functional as F
 
@@ -247,6 +340,7 @@ def preprocessing_recipe(preprocessing: str):
     """The in-graph preprocessing function of a raw-input preprocessing kind."""
     recipes = {
         "fused": fused_preprocess,
+        "fused-exact": fused_exact_preprocess,
         "fused-fast": fused_fast_preprocess,
         "identity-warp": identity_warp_preprocess,
     }

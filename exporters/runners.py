@@ -17,7 +17,7 @@ from exporters.devices import DeviceConfig, get_device_config, unavailable_reaso
 from exporters.errors import HarnessError, first_line
 from exporters.files import check_regular
 from exporters.manifest import InputSpec, Manifest, VariantEntry
-from exporters.preprocess import PreprocessSpec, check_images, reference_preprocess
+from exporters.preprocess import HostPipeline, PreprocessSpec, check_images
 from exporters.quiet import captured_stderr
 
 
@@ -239,7 +239,8 @@ class HostPreprocessRunner(Runner):
     """The external pipeline: OpenCV preprocessing on the host, then a Lite runner.
 
     Takes ``{"data": uint8 BGR NHWC}`` like a fused graph does, so any variant can be fed the
-    same raw images.
+    same raw images. The host side is ``HostPipeline``: what careful serving code does, and bit
+    for bit ``reference_preprocess``.
     """
 
     def __init__(self, model: LiteRunner, spec: PreprocessSpec, name=None):
@@ -247,6 +248,7 @@ class HostPreprocessRunner(Runner):
         #: The Lite runner behind the host pipeline, fed the preprocessed float32 NCHW batch.
         self.model = model
         self.spec = spec
+        self.pipeline = HostPipeline(spec)
         self.name = name or f"opencv+{model.name}"
 
     def _activate(self) -> None:
@@ -258,7 +260,7 @@ class HostPreprocessRunner(Runner):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = check_images(feed.get("data"), "input 'data'")
         name = self.model.input_spec.name if self.model.input_spec else "data"
-        return self.model.infer({name: reference_preprocess(images, self.spec)})
+        return self.model.infer({name: self.pipeline(images)})
 
 
 def lite_runner(entry: VariantEntry, device: DeviceConfig | str = "cpu") -> LiteRunner:

@@ -13,11 +13,13 @@ from exporters.errors import HarnessError
 
 #: How a graph gets from raw pixels to the network input.
 #: external: the graph takes float32 NCHW at the preprocessing size; the host runs OpenCV.
-#: fused: the graph takes raw uint8 BGR NHWC of any size and resizes exactly (gathers).
-#: fused-fast: as fused, with MegEngine's Resize op (faster, less exact beyond ~640 px).
+#: fused: the graph takes raw uint8 BGR NHWC of any size; MegEngine's Resize on the uint8
+#:   pixels, then the cast (the fastest recipe that passes the gate, exporters.preprocess).
+#: fused-exact: as fused, resizing exactly in float with gathers (slow in MegEngine 1.13).
+#: fused-fast: as fused, casting first and resizing in float with the Resize op.
 #: identity-warp: the widely copied recipe that "resizes" with an identity warp: it crops.
-PREPROCESSINGS = ("external", "fused", "fused-fast", "identity-warp")
-RAW_INPUT_PREPROCESSINGS = ("fused", "fused-fast", "identity-warp")
+PREPROCESSINGS = ("external", "fused", "fused-exact", "fused-fast", "identity-warp")
+RAW_INPUT_PREPROCESSINGS = ("fused", "fused-exact", "fused-fast", "identity-warp")
 
 IDENTITY_WARP_REASON = (
     "identity-matrix warp_perspective crops the top-left window instead of resizing"
@@ -74,7 +76,8 @@ def default_matrix(model: str) -> list[Variant]:
 
 
 def select_variants(model: str, names: str | None) -> list[Variant]:
-    """The default matrix, or the preprocessings named in ``names`` ("all" adds fused-fast).
+    """The default matrix, or the preprocessings named in ``names`` ("all" adds fused-exact
+    and fused-fast).
 
     ``names`` is a comma-separated list of preprocessings (each exported with fusion off and
     on; identity-warp with fusion on, as the recipe does), or "all".
