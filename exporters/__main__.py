@@ -30,7 +30,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--variants",
-        help="comma-separated preprocessings to export: external, fused, fused-exact, fused-fast, "
+        help="comma-separated preprocessings to export: external, fused, fused-exact, "
         "identity-warp, "
         "or all (defaults to external, fused and identity-warp)",
     )

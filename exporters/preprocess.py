@@ -4,10 +4,9 @@ Every pipeline maps raw uint8 BGR images (N, H, W, 3) to float32 NCHW at ``spec.
 resize with bilinear sampling on half-pixel centres (what ``cv2.resize(..., INTER_LINEAR)`` does),
 channel order ``spec.color``, then ``(x - mean) / std``.
 
-The default fused graph resizes the uint8 image and rounds to the nearest level; OpenCV resizes
-it with 11-bit fixed-point weights and rounds. The two therefore differ by at most one grey level
-on some pixels (measured on 11-13 % of pixels), which is the floor of fused-vs-external agreement
-(the exact ``fused-exact`` graph resizes in float and is as far from the uint8 pipeline).
+The fused graphs resize in float; OpenCV resizes the uint8 image with
+11-bit fixed-point weights and rounds. The two therefore differ by at most one grey level on some
+pixels (measured on 11-13 % of pixels), which is the floor of fused-vs-external agreement.
 """
 
 from __future__ import annotations
@@ -196,17 +195,27 @@ class HostPipeline:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 BGR (N, H, W, 3) -> float32 NCHW at ``spec.size`` (a reused buffer)."""
+        return self.normalise(self.resize(images))
+
+    def resize(self, images: np.ndarray) -> np.ndarray:
+        """The first pass: ``cv2.resize`` of each uint8 frame into the reused (N, h, w, 3) buffer."""
         import cv2
 
         images = check_images(images)
         if len(images) != self._batch:
             self._buffers(len(images))
         height, width = self.spec.size
-        flip = self.spec.color == "rgb"
-        for index, image in enumerate(images):
-            resized = self._resized[index]
+        for image, resized in zip(images, self._resized):
             cv2.resize(image, (width, height), dst=resized, interpolation=cv2.INTER_LINEAR)
-            cv2.LUT(resized, self._table, dst=self._floats)
+        return self._resized
+
+    def normalise(self, resized: np.ndarray) -> np.ndarray:
+        """The second pass: channel order, ``(x - mean) / std`` and NCHW, from ``resize``'s buffer."""
+        import cv2
+
+        flip = self.spec.color == "rgb"
+        for index, image in enumerate(resized):
+            cv2.LUT(image, self._table, dst=self._floats)
             planes = self._floats.transpose(2, 0, 1)
             self._out[index] = planes[::-1] if flip else planes
         return self._out
@@ -215,27 +224,51 @@ class HostPipeline:
 def fused_preprocess(data, spec: PreprocessSpec):
     """The default in-graph pipeline: uint8 BGR NHWC of any size -> float32 NCHW.
 
-    Transpose (a view: MegEngine's ``Resize`` reads the strided uint8 frame directly), NCHW
-    bilinear ``Resize`` on the uint8 pixels, then the cast and ``(x - mean) / std`` on the small
-    output. NCHW uint8 ``Resize`` returns the float result rounded to the nearest level, so the
-    full-resolution frame is never cast to float32 or materialised in NCHW: those two are the
-    costly ops of the other recipes (per-op Lite profile, one core, ms; ``bench/test_stages.py``
-    measures them on the machine at hand):
+    Cast to float32, transpose (a view: MegEngine's ``Resize`` reads the strided frame, the
+    transpose costs nothing), NCHW bilinear ``Resize`` (``align_corners=False``: half-pixel
+    centres, like ``cv2.resize``), then ``(x - mean) / std`` (one ADD and one MUL after the dump's
+    constant folding). ``Resize`` computes source coordinates in float32, so against float
+    ``cv2.resize`` it is within 0.01 grey levels up to about 640 px and 0.036 at 2000 px
+    (measured); the gate passes it on the built-in models (README, "In-graph recipes").
 
-    ============================  ===================  =====================
-    recipe                        480x640              1080x1920
-    ============================  ===================  =====================
-    fused (uint8 Resize, cast)    Resize 1.09, cast    Resize 1.30, cast
-                                  0.08: 1.3 total      0.13: 1.6 total
-    fused-fast (cast, Resize)     cast 0.27, Resize    cast 2.56, Resize
-                                  0.65: 1.1 total      1.89: 4.7 total
-    fused-exact (gathers)         gathers 4.8 + 1.1    gathers 18.4 + 4.6
-                                  arithmetic: 6.4      arithmetic: 25.5
-    transpose materialised first  Dimshuffle 3.7-4.5   (not run)
-    ============================  ===================  =====================
+    It is the fastest recipe that passes the gate. Per-op Lite profile, one core, ms (median of
+    12 profiled rounds on a busy 2-core machine; ``bench/test_stages.py`` measures the machine
+    at hand):
 
-    Against float ``cv2.resize`` it is within half a level plus the ``Resize`` op's float32
-    coordinate error; against uint8 ``cv2.resize`` (11-bit fixed-point weights) within one level.
+    ==================================  =====================  =========================
+    recipe                              480x640                1080x1920
+    ==================================  =====================  =========================
+    fused (cast, Resize, normalise)     cast 0.27 Resize 0.65  cast 2.56 Resize 1.89
+                                        total 1.1              total 4.7
+    fused-uint8 (Resize on uint8, cast) Resize 1.09 total 1.3  Resize 1.30 total 1.6
+    fused-exact (gathers)               gathers 4.8 total 6.4  gathers 18.4 total 25.5
+    NHWC float Resize, then transpose   Dimshuffle 0.69 +      cast 4.4 Dimshuffle 0.7
+                                        cast 0.28: 1.4         total 6.6
+    transpose materialised before the   Dimshuffle 3.7-4.5:    (not run)
+    Resize (uint8 or float)             4.6-6.3
+    NCHW warp_perspective, half-pixel   Dimshuffle 3.7-4.2     (not run)
+    matrix (uint8 or float)             (it needs NCHW): 4.6+
+    ==================================  =====================  =========================
+
+    ``fused-uint8`` is faster at large frames (the full frame is never cast) but fails the gate:
+    NCHW uint8 ``Resize`` rounds the float result to the nearest level, while OpenCV's uint8
+    resize uses 11-bit fixed-point weights, so the two differ by one level on about 12 % of
+    pixels and ResNet18's logits move by 1 % of the between-image spread (the gate allows 0.1 %).
+    ``enable_fuse_preprocess`` at dump time left these graphs unchanged.
+    """
+    import megengine.functional as F
+
+    x = F.transpose(data.astype("float32"), (0, 3, 1, 2))
+    x = F.vision.interpolate(x, size=spec.size, mode="bilinear", align_corners=False)
+    return _normalize_nchw(x, spec)
+
+
+def fused_uint8_preprocess(data, spec: PreprocessSpec):
+    """Resize on the uint8 pixels, cast after: fastest at 1080x1920, but fails the gate.
+
+    NCHW uint8 ``Resize`` returns the float result rounded to the nearest level (measured), so
+    the full-resolution frame is never cast to float32 or materialised in NCHW. Kept for the
+    stage benchmarks (``bench.stages``) and the README's recipe table; not a variant.
     """
     import megengine.functional as F
 
@@ -251,7 +284,7 @@ def fused_exact_preprocess(data, spec: PreprocessSpec):
     that the sampling positions are exact: it matches float ``cv2.resize`` to 6e-5 grey levels
     at every size (measured, 1x1 to 2000x2000). MegEngine's ``Resize`` and ``warp_perspective``
     round the source coordinate to float32 first, which costs up to 0.036 levels at 2000 px (see
-    ``fused_fast_preprocess``); NHWC ``warp_perspective`` copies OpenCV's 1/32-pixel coordinate
+    ``fused_preprocess``); NHWC ``warp_perspective`` copies OpenCV's 1/32-pixel coordinate
     quantisation and misses by up to 6 levels. The price: the gathers are slow in MegEngine 1.13
     (about 6 ms for a 480x640 image on one x86 core, 25 ms at 1080x1920; see ``fused_preprocess``).
     """
@@ -293,22 +326,6 @@ def _sampling(in_len, out_len: int):
     return first, second, frac
 
 
-def fused_fast_preprocess(data, spec: PreprocessSpec):
-    """In-graph pipeline with MegEngine's float ``Resize`` op: cast, transpose, resize.
-
-    ``Resize`` (NCHW, bilinear, ``align_corners=False``) samples on half-pixel centres like
-    ``cv2.resize`` but computes source coordinates in float32, so its error grows with the input
-    size: against float ``cv2.resize`` it is within 0.01 grey levels up to about 640 px and
-    0.036 at 2000 px (measured). It casts the whole frame to float32 first, which makes it
-    3x slower than ``fused_preprocess`` at 1080x1920 (see the table there).
-    """
-    import megengine.functional as F
-
-    x = F.transpose(data.astype("float32"), (0, 3, 1, 2))
-    x = F.vision.interpolate(x, size=spec.size, mode="bilinear", align_corners=False)
-    return _normalize_nchw(x, spec)
-
-
 def identity_warp_preprocess(data, spec: PreprocessSpec):
     """The widely copied recipe (MegFlow ``dump_resnet.py``): it crops instead of resizing.
 
@@ -341,7 +358,9 @@ def preprocessing_recipe(preprocessing: str):
     recipes = {
         "fused": fused_preprocess,
         "fused-exact": fused_exact_preprocess,
-        "fused-fast": fused_fast_preprocess,
+        # Releases exported before "fused" became this recipe name it "fused-fast".
+        "fused-fast": fused_preprocess,
+        "fused-uint8": fused_uint8_preprocess,
         "identity-warp": identity_warp_preprocess,
     }
     try:
