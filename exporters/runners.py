@@ -92,6 +92,25 @@ def _check_model_file(path: Path) -> None:
         )
 
 
+def set_input(tensor, array: np.ndarray, share: bool = True) -> None:
+    """Hands a C-contiguous ``array`` to a Lite input ``tensor``: zero-copy when ``share`` (CPU
+    networks) and its dtype is the input's, else a copy (whose dtype mismatch Lite reports at
+    forward, in words).
+
+    Sharing saves the copy-in of every call (a 1080x1920 uint8 frame: 1.9 ms on one core, the
+    largest host-side stage of a fused graph; ``bench.stages``). The layout is passed explicitly
+    because Lite keeps the tensor's old shape when only the byte count is compared (a 480x640
+    frame after a 640x480 one). Lite holds a reference to the array until the next set; the
+    caller must not change it before the forward.
+    """
+    if share and array.dtype == np.dtype(tensor.layout.dtype):
+        import megenginelite as lite
+
+        tensor.set_data_by_share(array, layout=lite.LiteLayout(array.shape, array.dtype))
+    else:
+        tensor.set_data_by_copy(array)
+
+
 class LiteRunner(Runner):
     """Runs a ``.mge`` with MegEngine Lite under a named device config.
 
@@ -210,7 +229,7 @@ class LiteRunner(Runner):
         if missing:
             raise HarnessError(f"{self.path}: no value for input(s) {sorted(missing)}")
         for name, array in checked.items():
-            self._inputs[name].set_data_by_copy(array)
+            set_input(self._inputs[name], array, share=self.device.device == "cpu")
 
     def run(self) -> None:
         """forward + wait on whatever the input tensors hold: the timed call of a benchmark."""

@@ -205,3 +205,18 @@ def test_host_pipeline_refuses_what_the_reference_refuses():
 
     with pytest.raises(HarnessError, match="expected uint8 BGR pixels, got dtype float32"):
         HostPipeline(PIXELS)(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_zero_copy_inputs_follow_a_new_shape_of_the_same_byte_count(tmp_path):
+    # Lite's set_data_by_share compares byte counts only; the runner passes the layout itself.
+    path = tmp_path / "fused.mge"
+    dump_preprocessing(PIXELS, path, "fused")
+    wide, tall = np.random.default_rng(4).integers(0, 256, (2, 1, 48, 64, 3), np.uint8)
+    tall = np.ascontiguousarray(tall.reshape(1, 64, 48, 3))
+    with LiteRunner(path) as runner:
+        runner.infer({"data": wide})
+        got = runner.infer({"data": tall})["pixels"]
+    with LiteRunner(path) as fresh:
+        expected = fresh.infer({"data": tall})["pixels"]
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(got, reference_preprocess(tall, PIXELS, exact=True), atol=0.01)
