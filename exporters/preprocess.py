@@ -232,7 +232,7 @@ def fused_preprocess(data, spec: PreprocessSpec):
     (measured); the gate passes it on the built-in models (README, "In-graph recipes").
 
     It is the fastest recipe that passes the gate. Per-op Lite profile, one core, ms (median of
-    12 profiled rounds on a busy 2-core machine; ``bench/test_stages.py`` measures the machine
+    12 profiled rounds on a busy 2-core machine; ``bench/bench_stages.py`` measures the machine
     at hand):
 
     ==================================  =====================  =========================

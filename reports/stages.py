@@ -1,4 +1,4 @@
-"""The preprocessing stage breakdown as a Markdown table (from ``bench/test_stages.py`` runs).
+"""The preprocessing stage breakdown as a Markdown table (from ``bench/bench_stages.py`` runs).
 
 Each stage benchmark (group ``stages``, ``mode`` "stages") times one recipe's preprocessing at one
 frame size and keeps its breakdown in ``extra_info["stages"]``, {stage: median ms}: the host

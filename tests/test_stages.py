@@ -126,3 +126,40 @@ def test_the_last_run_of_a_recipe_counts_and_no_stage_rows_give_nothing():
     assert len(table.splitlines()) == 3 and "| 2 | 1.00x | cv2.resize (0.7 ms) |" in table
     assert stages_table(stage_rows([])) == ""
     assert stages_table(pd.DataFrame({"mode": ["e2e"], "stages": [None]})) == ""
+
+
+def _bench_session(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    environ.update(PYTHONPATH=str(root))
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *map(str, args)]
+    return subprocess.run(
+        command, cwd=root, env=environ, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_stage_benchmarks_are_opt_in_and_save_their_breakdown(tmp_path):
+    import json
+
+    from exporters.release import builtin_release
+
+    release = builtin_release("tiny", progress=None)
+    plain = _bench_session("bench/", "--release", release, "--collect-only")
+    assert plain.returncode == 0, plain.stderr
+    assert "test_stages[" not in plain.stdout
+    saved = tmp_path / "stages.json"
+    result = _bench_session(
+        "bench/bench_stages.py", "--release", release, "--frame-sizes", "48x64",
+        "--benchmark-json", saved,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    benchmarks = json.loads(saved.read_text())["benchmarks"]
+    assert sorted(b["extra_info"]["preprocessing"] for b in benchmarks) == sorted(RECIPES)
+    assert {b["group"] for b in benchmarks} == {"stages"}
+    table = stages_table(stage_rows(benchmarks))
+    assert len(table.splitlines()) == 2 + len(RECIPES) and "48x64" in table

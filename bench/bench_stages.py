@@ -1,7 +1,9 @@
 """Preprocessing stage breakdown: each recipe on its own, at each e2e frame size (``bench.stages``).
 
-Benchmark group ``stages``; ids ``stages-<recipe>-<H>x<W>``; the per-stage medians are in
-``extra_info["stages"]`` and ``reports.stages`` renders them as a table.
+Opt-in: ``pytest bench/bench_stages.py --benchmark-autosave [--frame-sizes ...]`` (the file name
+keeps it out of ``pytest bench/``, whose sessions and CI time it would change; name it beside
+``bench`` to run both). Benchmark group ``stages``; ids ``stages-<recipe>-<H>x<W>``; the
+per-stage medians are in ``extra_info["stages"]`` and ``reports.stages`` renders them.
 """
 
 from __future__ import annotations
