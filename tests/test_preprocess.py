@@ -220,3 +220,13 @@ def test_zero_copy_inputs_follow_a_new_shape_of_the_same_byte_count(tmp_path):
         expected = fresh.infer({"data": tall})["pixels"]
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_allclose(got, reference_preprocess(tall, PIXELS, exact=True), atol=0.01)
+
+
+@pytest.mark.parametrize("recipe", ["fused", "fused-exact"])
+def test_in_graph_recipes_flip_channels_for_rgb_models(tmp_path, recipe):
+    rgb = PreprocessSpec(size=(20, 30), mean=(1.0, 2.0, 3.0), std=(1.0, 2.0, 4.0), color="rgb")
+    dump_preprocessing(rgb, tmp_path / "rgb.mge", recipe)
+    image = np.random.default_rng(5).integers(0, 256, (1, 61, 47, 3), np.uint8)
+    with LiteRunner(tmp_path / "rgb.mge") as runner:
+        got = runner.infer({"data": image})["pixels"]
+    np.testing.assert_allclose(got, reference_preprocess(image, rgb, exact=True), atol=0.01)
