@@ -7,8 +7,8 @@ Timing modes:
   variants) + set inputs + forward + fetch. The fair fused-vs-external comparison. One case
   per frame size of the grid (``Grid.frame_sizes``: 480x640, plus 1080x1920 on the full grid);
   a variant whose graph takes one fixed size gets that size only. Frames of the default size
-  (``bench.inputs.IMAGE_SIZE``) keep the plain id and group, so saved runs stay comparable;
-  other sizes add ``-HxW`` to the id and ``@HxW`` to the group.
+  (``bench.inputs.IMAGE_SIZE``) and fixed-size graphs keep the plain id and group, so saved runs
+  stay comparable; other grid sizes add ``-HxW`` to the id and ``@HxW`` to the group.
 * ``raw``: a bare ``LiteNetwork`` timing only ``forward(); wait()``, no harness code; the baseline
   that shows the harness's own overhead (harness / raw). Batch 1 on ``cpu`` only.
 
@@ -58,7 +58,7 @@ class BenchCase:
     def _size_tag(self) -> str:
         from bench.inputs import IMAGE_SIZE
 
-        if self.mode != "e2e" or self.frame_size == tuple(IMAGE_SIZE):
+        if self.mode != "e2e" or self.image_size in (None, tuple(IMAGE_SIZE)):
             return ""
         return "{}x{}".format(*self.frame_size)
 
@@ -95,8 +95,9 @@ def _sized(entry, batch: int, device: str, mode: str, grid, label: str = ""):
     """The case, or one per e2e frame size (a fixed-size graph gets its own size only)."""
     if mode != "e2e":
         return [BenchCase(entry, batch, device, mode, label)]
-    sizes = [entry.fixed_size] if entry.fixed_size else grid.frame_sizes
-    return [BenchCase(entry, batch, device, mode, label, tuple(size)) for size in sizes]
+    if entry.fixed_size:  # its one size: no tag, as before the frame axis
+        return [BenchCase(entry, batch, device, mode, label)]
+    return [BenchCase(entry, batch, device, mode, label, tuple(s)) for s in grid.frame_sizes]
 
 
 def build_cases(variants, grid, tuned: dict[str, str] | None = None) -> list[BenchCase]:
