@@ -8,14 +8,14 @@ per-stage medians are in ``extra_info["stages"]`` and ``reports.stages`` renders
 
 from __future__ import annotations
 
-from bench.inputs import image_batch
-from bench.stages import STAGES_GROUP, build_stage_cases, stage_info, stage_runner
-from bench.timing import time_call
+from mge_harness.bench.inputs import image_batch
+from mge_harness.bench.stages import STAGES_GROUP, build_stage_cases, stage_info, stage_runner
+from mge_harness.bench.timing import time_call
 
 
 def pytest_generate_tests(metafunc):
     if "stage_case" in metafunc.fixturenames:
-        from bench.plugin import STATE
+        from mge_harness.bench.plugin import STATE
 
         cases = build_stage_cases(metafunc.config.stash[STATE].grid)
         metafunc.parametrize("stage_case", cases, ids=[case.id for case in cases])

@@ -50,13 +50,13 @@ class BenchCase:
     @property
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the raw frames this case feeds."""
-        from bench.inputs import frame_size
+        from mge_harness.bench.inputs import frame_size
 
         return self.image_size or frame_size(self.variant)
 
     @property
     def _size_tag(self) -> str:
-        from bench.inputs import IMAGE_SIZE
+        from mge_harness.bench.inputs import IMAGE_SIZE
 
         if self.mode != "e2e" or self.image_size in (None, tuple(IMAGE_SIZE)):
             return ""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.runners import set_input
+from mge_harness.exporters.runners import set_input
 
 #: The benchmark group of the stage benchmarks.
 STAGES_GROUP = "stages"
@@ -107,7 +107,7 @@ class GraphStages:
     """A recipe's preprocessing-only graph in Lite: the timed ``__call__`` and its breakdown."""
 
     def __init__(self, recipe: str, spec, folder: Path, frames: np.ndarray):
-        from exporters.export import dump_preprocessing
+        from mge_harness.exporters.export import dump_preprocessing
 
         self.recipe = recipe
         self.frames = np.ascontiguousarray(frames)
@@ -160,7 +160,7 @@ class HostStages:
     recipe = HOST
 
     def __init__(self, spec, frames: np.ndarray):
-        from exporters.preprocess import HostPipeline
+        from mge_harness.exporters.preprocess import HostPipeline
 
         self.pipeline = HostPipeline(spec)
         self.frames = frames

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporters.export import dump_preprocessing
-from exporters.preprocess import HostPipeline, PreprocessSpec, reference_preprocess
-from exporters.runners import LiteRunner
+from mge_harness.exporters.export import dump_preprocessing
+from mge_harness.exporters.preprocess import HostPipeline, PreprocessSpec, reference_preprocess
+from mge_harness.exporters.runners import LiteRunner
 
 PIXELS = PreprocessSpec(size=(224, 224), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 SIZES = [
@@ -201,7 +201,7 @@ def test_host_pipeline_is_the_reference_bit_for_bit(color, batch, height, width,
 
 
 def test_host_pipeline_refuses_what_the_reference_refuses():
-    from exporters.errors import HarnessError
+    from mge_harness.exporters.errors import HarnessError
 
     with pytest.raises(HarnessError, match="expected uint8 BGR pixels, got dtype float32"):
         HostPipeline(PIXELS)(np.zeros((1, 8, 8, 3), np.float32))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.grid import select_grid
-from bench.stages import (
+from mge_harness.bench.grid import select_grid
+from mge_harness.bench.stages import (
     HOST,
     RECIPES,
     GraphStages,
@@ -16,8 +16,8 @@ from bench.stages import (
     profile_stages,
     stage_info,
 )
-from exporters.preprocess import PreprocessSpec
-from reports.stages import stage_rows, stages_table
+from mge_harness.exporters.preprocess import PreprocessSpec
+from mge_harness.reports.stages import stage_rows, stages_table
 
 SPEC = PreprocessSpec(size=(16, 24))
 
@@ -83,7 +83,7 @@ def test_host_stages_are_its_two_passes():
 def _saved(recipe, size, median_s, stages):
     from types import SimpleNamespace
 
-    from bench.stages import StageCase
+    from mge_harness.bench.stages import StageCase
 
     manifest = SimpleNamespace(model="m")
     info = stage_info(StageCase(recipe, size), manifest, stages)
@@ -146,7 +146,7 @@ def _bench_session(*args):
 def test_stage_benchmarks_are_opt_in_and_save_their_breakdown(tmp_path):
     import json
 
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     release = builtin_release("tiny", progress=None)
     plain = _bench_session("bench/", "--release", release, "--collect-only")
