@@ -1,8 +1,9 @@
 """The benchmark grid: which batch sizes and device configs run, and how many rounds each gets.
 
-There is ONE switch between the quick grid (CI: batches 1,4 on ``cpu``) and the full grid (release:
-batches 1,2,4,8 on every device config): ``--full-grid`` or ``MGE_BENCH_GRID=full``.
-``--batch-sizes`` and ``--devices`` override the chosen grid's axes. Parsing errors are
+There is ONE switch between the quick grid (CI: batches 1,4 on ``cpu``, e2e frames 480x640) and
+the full grid (release: batches 1,2,4,8 on every device config, e2e frames 480x640 and
+1080x1920): ``--full-grid`` or ``MGE_BENCH_GRID=full``. ``--batch-sizes``, ``--devices`` and
+``--frame-sizes`` override the chosen grid's axes. Parsing errors are
 ``HarnessError`` one-liners that the plugin turns into pytest usage errors.
 """
 
@@ -15,6 +16,9 @@ from mge_harness.exporters.errors import HarnessError
 
 #: Environment variable that selects the grid when ``--full-grid`` is not given.
 GRID_ENV = "MGE_BENCH_GRID"
+
+#: e2e frame sizes of the full grid: VGA and full-HD camera frames.
+FULL_FRAME_SIZES = ((480, 640), (1080, 1920))
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class Grid:
     max_rounds: int
     budget_s: float
     warmup_rounds: int
+    #: (height, width) of the raw frames the ``e2e`` cases are fed, one case each.
+    frame_sizes: tuple[tuple[int, int], ...] = ((480, 640),)
 
     def rounds_for(self, seconds_per_round: float) -> int:
         """Timed rounds for a call that takes ``seconds_per_round`` (measured during warm-up)."""
@@ -66,6 +72,7 @@ def full_grid() -> Grid:
         max_rounds=1000,
         budget_s=5.0,
         warmup_rounds=5,
+        frame_sizes=FULL_FRAME_SIZES,
     )
 
 
@@ -100,6 +107,22 @@ def parse_devices(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def parse_frame_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """Parses ``--frame-sizes`` ("480x640,1080x1920") into distinct (height, width) pairs."""
+    sizes: list[tuple[int, int]] = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise HarnessError(
+                f"--frame-sizes: expected HEIGHTxWIDTH pairs separated by commas (e.g. "
+                f"480x640,1080x1920), got {item.strip()!r} in {text!r}"
+            )
+        size = (int(parts[0]), int(parts[1]))
+        if size not in sizes:
+            sizes.append(size)
+    return tuple(sizes)
+
+
 def grid_name(full_flag: bool, env_value: str | None) -> str:
     """``"full"`` when ``--full-grid`` is given or ``MGE_BENCH_GRID=full``, else ``"quick"``."""
     if full_flag:
@@ -115,11 +138,15 @@ def select_grid(
     env_value: str | None = None,
     batch_sizes: str | None = None,
     devices: str | None = None,
+    frame_sizes: str | None = None,
 ) -> Grid:
-    """The grid for these options: quick or full, with ``--batch-sizes``/``--devices`` applied."""
+    """The grid for these options: quick or full, with ``--batch-sizes``/``--devices``/
+    ``--frame-sizes`` applied."""
     grid = full_grid() if grid_name(full_flag, env_value) == "full" else quick_grid()
     if batch_sizes is not None:
         grid = replace(grid, batch_sizes=parse_batch_sizes(batch_sizes))
     if devices is not None:
         grid = replace(grid, devices=parse_devices(devices))
+    if frame_sizes is not None:
+        grid = replace(grid, frame_sizes=parse_frame_sizes(frame_sizes))
     return grid

@@ -1,7 +1,8 @@
 """Benchmark inputs: realistic uint8 BGR camera frames, built outside every timed region.
 
-Frames are the harness's shipped photos (``exporters.samples``) resized with OpenCV to 480x640 plus a little noise, so the
-resize inside fused graphs and in the host pipeline does the work it does on real images.
+Frames are the harness's shipped photos (``exporters.samples``) resized with OpenCV to the frame
+size (480x640 unless the grid's ``frame_sizes`` say otherwise) plus a little noise, so the resize
+inside fused graphs and in the host pipeline does the work it does on real images.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import functools
 
 import numpy as np
 
-#: (height, width) of the raw frames fed to e2e benchmarks and raw-input variants.
+#: (height, width) of the raw frames fed to raw-input variants in ``model`` mode, and the
+#: default e2e frame size (``bench.grid.Grid.frame_sizes``).
 IMAGE_SIZE = (480, 640)
 
 #: Shipped photos (``exporters.samples``, no download) cycled through a batch.

@@ -3,7 +3,8 @@
 Options (``pytest bench/ --benchmark-autosave ...``):
 
 * ``--full-grid`` (or ``MGE_BENCH_GRID=full``): the release grid instead of the quick CI grid.
-* ``--batch-sizes 1,2,4,8`` and ``--devices cpu,cpu-2t``: override the grid's axes.
+* ``--batch-sizes 1,2,4,8``, ``--devices cpu,cpu-2t`` and ``--frame-sizes 480x640,1080x1920``
+  (the e2e frames): override the grid's axes.
 * ``--tuned FILE``: also benchmark every variant ``FILE`` (a ``tuned.json`` from
   ``python -m bench.tune``) names on its recommended config, as device ``tuned``
   (see ``bench.cases``).
@@ -60,6 +61,12 @@ def pytest_addoption(parser):
         "(default: the grid's)",
     )
     group.addoption(
+        "--frame-sizes",
+        metavar="LIST",
+        help="comma-separated HEIGHTxWIDTH sizes of the e2e frames, e.g. 480x640,1080x1920 "
+        "(default: the grid's; quick 480x640, full both)",
+    )
+    group.addoption(
         "--tuned",
         metavar="FILE",
         help="tuned.json from python -m bench.tune: also benchmark each variant it names on its "
@@ -93,6 +100,7 @@ def pytest_configure(config):
             env_value=os.environ.get(GRID_ENV),
             batch_sizes=config.getoption("batch_sizes"),
             devices=config.getoption("devices"),
+            frame_sizes=config.getoption("frame_sizes"),
         )
         timeout = check_timeout(config.getoption("probe_timeout"))
     except HarnessError as err:

@@ -1,7 +1,8 @@
 """What each timing mode times. Loading, input creation and warm-up stay outside the timed call.
 
 * ``model``: inputs copied into the Lite tensors once; the timed call is ``LiteRunner.run()``.
-* ``e2e``: the timed call is ``image_runner.infer({"data": frames})`` on 480x640 uint8 BGR frames.
+* ``e2e``: the timed call is ``image_runner.infer({"data": frames})`` on uint8 BGR frames of the
+  case's frame size.
 * ``raw``: a bare ``megenginelite.LiteNetwork`` (the ``cpu`` config is Lite's default config)
   with the same input pre-filled; the timed call is ``forward(); wait()`` and nothing else.
 """
@@ -67,9 +68,7 @@ def time_model(case, manifest, runners, benchmark, grid) -> None:
 
 def time_e2e(case, manifest, runners, benchmark, grid) -> None:
     runner = runners.images(case.variant, manifest, case.device)
-    time_call(
-        benchmark, grid, runner.infer, {"data": image_batch(case.batch, frame_size(case.variant))}
-    )
+    time_call(benchmark, grid, runner.infer, {"data": image_batch(case.batch, case.frame_size)})
 
 
 def _forward_wait(network) -> None:
@@ -113,7 +112,7 @@ def case_info(case, manifest) -> dict:
     if case.label:
         info["device_config"] = case.device
     if case.mode == "e2e" or entry.is_raw_input:
-        info["image_size"] = list(frame_size(entry))
+        info["image_size"] = list(case.frame_size)
     return info
 
 

@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 
 #: Preprocessings the eager runner can replay: external (float NCHW in) and every in-graph
 #: recipe, each replayed as exported (so identity-warp's eager module crops too).
-EAGER_PREPROCESSINGS = ("external", "fused", "fused-fast", "identity-warp")
+EAGER_PREPROCESSINGS = ("external", "fused", "fused-exact", "fused-fast", "identity-warp")
 
 #: What a check loads besides the variant itself.
 NEEDS = ("reference", "fuse-twin")

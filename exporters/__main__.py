@@ -30,7 +30,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--variants",
-        help="comma-separated preprocessings to export: external, fused, fused-fast, identity-warp, "
+        help="comma-separated preprocessings to export: external, fused, fused-exact, "
+        "identity-warp, "
         "or all (defaults to external, fused and identity-warp)",
     )
     parser.add_argument("--size", help="factory models: input HEIGHTxWIDTH, defaults to 224x224")

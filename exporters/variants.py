@@ -13,11 +13,19 @@ from mge_harness.exporters.errors import HarnessError
 
 #: How a graph gets from raw pixels to the network input.
 #: external: the graph takes float32 NCHW at the preprocessing size; the host runs OpenCV.
-#: fused: the graph takes raw uint8 BGR NHWC of any size and resizes exactly (gathers).
-#: fused-fast: as fused, with MegEngine's Resize op (faster, less exact beyond ~640 px).
+#: fused: the graph takes raw uint8 BGR NHWC of any size and resizes with MegEngine's Resize
+#:   op (the fastest recipe that passes the gate, exporters.preprocess.fused_preprocess).
+#: fused-exact: as fused, resizing exactly with gathers (slow in MegEngine 1.13).
+#: fused-fast: what "fused" is now; releases exported before still name it so and load.
 #: identity-warp: the widely copied recipe that "resizes" with an identity warp: it crops.
-PREPROCESSINGS = ("external", "fused", "fused-fast", "identity-warp")
-RAW_INPUT_PREPROCESSINGS = ("fused", "fused-fast", "identity-warp")
+PREPROCESSINGS = ("external", "fused", "fused-exact", "fused-fast", "identity-warp")
+RAW_INPUT_PREPROCESSINGS = ("fused", "fused-exact", "fused-fast", "identity-warp")
+
+#: Preprocessings that are exported (``fused-fast`` is only read from older releases).
+EXPORTED_PREPROCESSINGS = ("external", "fused", "fused-exact", "identity-warp")
+
+#: Names that export no more, and what to ask for instead.
+RENAMED = {"fused-fast": "fused"}
 
 IDENTITY_WARP_REASON = (
     "identity-matrix warp_perspective crops the top-left window instead of resizing"
@@ -74,19 +82,27 @@ def default_matrix(model: str) -> list[Variant]:
 
 
 def select_variants(model: str, names: str | None) -> list[Variant]:
-    """The default matrix, or the preprocessings named in ``names`` ("all" adds fused-fast).
+    """The default matrix, or the preprocessings named in ``names`` ("all" adds fused-exact).
 
     ``names`` is a comma-separated list of preprocessings (each exported with fusion off and
     on; identity-warp with fusion on, as the recipe does), or "all".
     """
     if not names:
         return default_matrix(model)
-    wanted = PREPROCESSINGS if names.strip() == "all" else [n.strip() for n in names.split(",")]
-    unknown = [n for n in wanted if n not in PREPROCESSINGS]
+    wanted = (
+        EXPORTED_PREPROCESSINGS if names.strip() == "all" else [n.strip() for n in names.split(",")]
+    )
+    renamed = [n for n in wanted if n in RENAMED]
+    if renamed:
+        raise HarnessError(
+            f"--variants {names!r}: {renamed[0]!r} is now the default recipe, named "
+            f"{RENAMED[renamed[0]]!r} (the exact gathers are 'fused-exact')"
+        )
+    unknown = [n for n in wanted if n not in EXPORTED_PREPROCESSINGS]
     if unknown or not wanted:
         raise HarnessError(
             f"--variants {names!r}: unknown preprocessing {unknown[0] if unknown else ''!r}; "
-            f"expected a comma-separated list of {', '.join(PREPROCESSINGS)}, or all"
+            f"expected a comma-separated list of {', '.join(EXPORTED_PREPROCESSINGS)}, or all"
         )
     variants = []
     for pre in dict.fromkeys(wanted):

@@ -100,8 +100,8 @@ def test_rounds_fill_the_budget_within_bounds():
 # --- cases ---------------------------------------------------------------------------------
 
 
-def _variants(*ids):
-    return [SimpleNamespace(id=variant_id) for variant_id in ids]
+def _variants(*ids, fixed_size=None):
+    return [SimpleNamespace(id=variant_id, fixed_size=fixed_size) for variant_id in ids]
 
 
 def test_cases_cover_the_grid_with_raw_baseline_at_batch_one_on_cpu():
@@ -135,6 +135,36 @@ def test_raw_case_follows_its_model_case_and_shares_its_group():
     assert cases[0].group == cases[1].group == "b1/cpu/model"
     assert cases[2].group == "b1/cpu/e2e"
     assert cases[1].id == "m.a-b1-cpu-raw"
+
+
+def test_e2e_runs_once_per_frame_size_and_only_other_sizes_tag_the_id():
+    grid = select_grid(batch_sizes="1", devices="cpu", frame_sizes="480x640,1080x1920")
+    cases = build_cases(_variants("m.a"), grid)
+    e2e = [c for c in cases if c.mode == "e2e"]
+    assert [c.frame_size for c in e2e] == [(480, 640), (1080, 1920)]
+    assert [c.id for c in e2e] == ["m.a-b1-cpu-e2e", "m.a-b1-cpu-e2e-1080x1920"]
+    assert [c.group for c in e2e] == ["b1/cpu/e2e", "b1/cpu/e2e@1080x1920"]
+    # model and raw cases are not multiplied by the frame axis
+    assert [c.mode for c in cases] == ["model", "raw", "e2e", "e2e"]
+
+
+def test_a_fixed_size_graph_gets_its_own_frame_size_only():
+    grid = select_grid(batch_sizes="1", devices="cpu", frame_sizes="480x640,1080x1920")
+    cases = build_cases(_variants("m.a", fixed_size=(64, 48)), grid)
+    e2e = [c for c in cases if c.mode == "e2e"]
+    assert [(c.frame_size, c.id) for c in e2e] == [((64, 48), "m.a-b1-cpu-e2e")]
+
+
+def test_full_grid_adds_full_hd_frames_and_the_quick_grid_keeps_vga():
+    assert quick_grid().frame_sizes == ((480, 640),)
+    assert full_grid().frame_sizes == ((480, 640), (1080, 1920))
+    assert select_grid(frame_sizes="1080x1920, 1080X1920").frame_sizes == ((1080, 1920),)
+
+
+@pytest.mark.parametrize("text", ["480", "480x", "0x640", "480x640x3", "axb", ""])
+def test_bad_frame_size_names_the_value(text):
+    with pytest.raises(HarnessError, match=r"--frame-sizes: expected HEIGHTxWIDTH"):
+        select_grid(frame_sizes=text)
 
 
 # --- probes --------------------------------------------------------------------------------

@@ -50,11 +50,30 @@ def test_default_matrix_is_four_variants_plus_identity_warp():
     assert all(v.dump_options()["optimize_for_inference"] for v in variants)
 
 
-def test_select_variants_all_adds_fused_fast_and_rejects_unknown():
+def test_select_variants_all_adds_fused_exact_and_rejects_unknown():
     ids = [v.id for v in select_variants("m", "all")]
-    assert "m.fused-fast.cbn-on" in ids and len(ids) == 7
+    assert "m.fused-exact.cbn-on" in ids and len(ids) == 7
+    assert not any("fused-fast" in i for i in ids)
     with pytest.raises(HarnessError, match="unknown preprocessing 'crop'"):
         select_variants("m", "fused,crop")
+
+
+def test_the_renamed_recipe_name_says_what_to_ask_for():
+    with pytest.raises(HarnessError, match="'fused-fast' is now the default recipe, named 'fused'"):
+        select_variants("m", "external,fused-fast")
+
+
+def test_releases_naming_the_old_recipe_still_replay_it():
+    from mge_harness.exporters.manifest import default_input
+    from mge_harness.exporters.preprocess import (
+        PreprocessSpec,
+        fused_preprocess,
+        preprocessing_recipe,
+    )
+
+    assert preprocessing_recipe("fused-fast") is fused_preprocess
+    spec = PreprocessSpec(size=(8, 8))
+    assert default_input("fused-fast", spec) == default_input("fused", spec)
 
 
 @pytest.mark.parametrize("model", ["tiny", "resnet18"])
