@@ -52,14 +52,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from equivalence.compare import Tolerance
+from equivalence.compare import CompareResult, Tolerance
 from equivalence.photos import photo_groups
 from exporters.errors import HarnessError
+from exporters.int8 import INT8_ATOL, INT8_CENTRED_COSINE_MIN, INT8_COSINE_MIN, INT8_SPREAD_RATIO
 from exporters.manifest import Manifest, VariantEntry
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ EAGER_PREPROCESSINGS = ("external", "fused", "fused-fast", "identity-warp")
 
 #: What a check loads besides the variant itself.
 NEEDS = ("reference", "fuse-twin")
+
+#: Which variants a check applies to: float32 ones only, int8-quantized ones only, or both.
+KINDS = ("float", "int8", "any")
 
 #: How a variant's ``expected_failure`` marks a check: ``strict``, the check must fail (the
 #: defect is caught there, else the gate fails); ``may``, the same defect may show there.
@@ -175,6 +179,31 @@ def _eager_applies(manifest: Manifest, entry: VariantEntry) -> str | None:
     return None
 
 
+def _int8_skip(check: str, entry: VariantEntry) -> str:
+    return (
+        f"{entry.id} is int8-quantized: its quantization error is larger than the {check} "
+        "check's float tolerance by design; the int8 check judges it against the float reference"
+    )
+
+
+def top5_rule(result: CompareResult, ref: np.ndarray, out: np.ndarray) -> CompareResult:
+    """``result`` with the int8 rule's class rule added: status ``mismatch`` when the
+    reference's top-1 class of an image (row of (N, classes) ``ref``) is not among the 5 best
+    classes of ``out``; ``detail`` names those images and says how many kept the top-1."""
+    if result.status in ("shape", "dtype", "nonfinite") or ref.ndim != 2 or ref.shape[1] < 5:
+        return result
+    want = ref.argmax(axis=1)
+    best5 = np.argsort(-out, axis=1)[:, :5]
+    lost = [i for i, (w, row) in enumerate(zip(want, best5)) if w not in row]
+    kept = int(np.sum(out.argmax(axis=1) == want))
+    notes = [result.detail] if result.detail else []
+    notes.append(f"top-1 kept on {kept}/{len(want)} images")
+    if lost:
+        notes.append(f"reference top-1 not in the int8 top-5 on image {', '.join(map(str, lost))}")
+    status = "mismatch" if lost else result.status
+    return replace(result, status=status, detail="; ".join(notes))
+
+
 def _cuda_skip() -> str | None:
     from exporters.devices import cuda_skip_reason
 
@@ -208,6 +237,11 @@ class Check:
     keep a tight tolerance for the external variants (uint8 resize, bitwise equal to the first)
     and the fused ones (exact resize, within 6e-5 levels of the second) at once.
 
+    ``variants`` says which variants the check applies to (``KINDS``): the float checks are
+    skipped for int8 variants, with a reason saying the int8 check judges them. ``rule``, when
+    set, adds a class rule to the comparison of a single logits output (the int8 check's
+    ``top5_rule``).
+
     ``fixed``, when set, gives the check's own inputs instead of Hypothesis's: labelled batches
     (objects with ``label`` and ``images``), each run once (the photo set). ``same_top1`` adds
     the photo check's top-1 rule to the comparison (``equivalence.photos.same_top1``); it needs
@@ -227,8 +261,12 @@ class Check:
     either_resize: bool = False
     fixed: Callable[[], Sequence] | None = None
     same_top1: bool = False
+    variants: str = "float"
+    rule: Callable[[CompareResult, np.ndarray, np.ndarray], CompareResult] | None = None
 
     def __post_init__(self):
+        if self.variants not in KINDS:
+            raise ValueError(f"check {self.name!r}: variants must be one of {KINDS}")
         if self.same_top1 and not self.either_resize:
             raise ValueError(f"check {self.name!r}: same_top1 needs either_resize")
         if self.needs not in (None, *NEEDS):
@@ -250,6 +288,10 @@ class Check:
 
     def skip_reason(self, manifest: Manifest, entry: VariantEntry) -> str | None:
         """Why this check does not apply to ``entry`` (None when it does); known without running."""
+        if self.variants == "float" and entry.quantization is not None:
+            return _int8_skip(self.name, entry)
+        if self.variants == "int8" and entry.quantization != "int8":
+            return "not an int8 variant: the float checks judge it"
         if self.needs == "reference" and entry == manifest.reference_variant():
             return "this variant is the reference pipeline's own model"
         if self.needs == "fuse-twin":
@@ -265,6 +307,15 @@ class Check:
 MIN_EXAMPLES = 3
 
 _REFERENCE = Tolerance(atol=2.0, rtol=0.01, cosine_min=0.995)
+
+#: The int8 rule's tolerance (``exporters.int8``: measured table and derivation there).
+INT8_TOLERANCE = Tolerance(
+    atol=INT8_ATOL,
+    rtol=0.0,
+    cosine_min=INT8_COSINE_MIN,
+    spread_ratio=INT8_SPREAD_RATIO,
+    centred_cosine_min=INT8_CENTRED_COSINE_MIN,
+)
 
 #: The registry, in report order.
 GATE_CHECKS: dict[str, Check] = {
@@ -305,6 +356,7 @@ GATE_CHECKS: dict[str, Check] = {
             _batch,
             min_batch=2,
             share=0.25,
+            variants="any",
         ),
         Check(
             "determinism",
@@ -312,6 +364,7 @@ GATE_CHECKS: dict[str, Check] = {
             Tolerance(atol=0.0, rtol=0.0, cosine_min=1.0, spread_ratio=0.0, centred_cosine_min=1.0),
             _determinism,
             share=0.2,
+            variants="any",
         ),
         Check(
             "device",
@@ -327,6 +380,7 @@ GATE_CHECKS: dict[str, Check] = {
             runtime_skip=_cuda_skip,
             expected_failure="may",
             share=0.5,
+            variants="any",
         ),
         Check(
             "photos",
@@ -338,6 +392,18 @@ GATE_CHECKS: dict[str, Check] = {
             either_resize=True,
             fixed=photo_groups,
             same_top1=True,
+        ),
+        Check(
+            "int8",
+            "the int8 variant against the float reference pipeline on real photos: cosine, "
+            "spread and the reference top-1 within the int8 top-5",
+            INT8_TOLERANCE,
+            _reference,
+            needs="reference",
+            expected_failure="may",
+            fixed=photo_groups,
+            variants="int8",
+            rule=top5_rule,
         ),
     )
 }
