@@ -18,12 +18,14 @@ ResNet18), so observers are enabled after the last ``.eval()``; modules from ``q
 start in training mode and refuse to run ("quantized module only support inference"), so the
 result is put in eval mode; the histogram observers' scale search is pure Python (seconds).
 
-Functional ops between quantized layers see raw int8 values: ``F.relu``, ``F.nn.pad``, max
-pooling and reshapes are right on them (symmetric int8 has zero point 0); ``+`` between two
-int8 tensors of different scales, ``F.mean`` or comparisons with float constants are silently
-wrong. A user's model is quantized when every layer with weights becomes a quantizable one
-(no stray BatchNorm, which must be fused with its conv) and its int8 outputs follow the float
-model's on the calibration images (the int8 rule of ``equivalence.checks``); otherwise the
+Functional ops between quantized layers get int8 tensors. Measured in MegEngine 1.13 eager:
+``F.relu``, ``F.nn.pad`` (zero point 0), max pooling, reshapes, ``F.minimum(x, 1.0)``,
+``F.mean`` (returns float32) and ``x + x`` give the right values; ``a + b`` of two int8
+tensors with different scales raises ("trying to promote two QuantizedS8 with different
+scale"): residual adds must be ``M.Elemwise("ADD")``, which requantizes. A user's model is
+quantized when every layer with weights becomes a quantizable one (no stray BatchNorm, which
+must be fused with its conv), the int8 model runs on the calibration images, and its outputs
+there keep a cosine of at least ``FOLLOWS_COSINE_MIN`` to the float model's; otherwise the
 export stops with a one-line reason.
 """
 
@@ -40,6 +42,10 @@ QUANTIZATIONS = ("int8",)
 
 #: The int8 rule (``equivalence.checks`` "int8"); provisional until measured.
 INT8_COSINE_MIN = 0.9
+INT8_TOP1_MIN = 0.6
+INT8_TOP5_MIN = 0.8
+#: The export-time self-check's floor (``check_follows_float``), provisional.
+FOLLOWS_COSINE_MIN = 0.5
 INT8_ATOL = 10.0
 INT8_SPREAD_RATIO = 0.5
 INT8_CENTRED_COSINE_MIN = 0.9
@@ -242,10 +248,10 @@ def _efficientnet_lite0(float_module):
         def __init__(self, unit):
             super().__init__()
             self.dequant, self.quant = M.DequantStub(), M.QuantStub()
-            self.unit = _float_head(unit)
+            self.depthwise = _float_head(unit)  # its own name: MegEngine warns on a rename
 
         def forward(self, x):
-            return self.quant(self.unit(self.dequant(x)))
+            return self.quant(self.depthwise(self.dequant(x)))
 
     class MBConv(M.Module):
         def __init__(self, block):
@@ -335,6 +341,19 @@ def _relu6_names(module) -> set[str]:
     return {name for name, sub in module.named_modules() if getattr(sub, "relu6", False)}
 
 
+def unobserved_layer(qat_module) -> str | None:
+    """The first QAT layer whose activation observer saw no data (its max is still at the
+    observer's initial float32 minimum), by name; None when every one saw some."""
+    from megengine.module.qat import QATModule
+
+    for name, sub in qat_module.named_modules():
+        observer = getattr(sub, "act_observer", None) if isinstance(sub, QATModule) else None
+        max_val = getattr(observer, "max_val", None)
+        if max_val is not None and float(max_val.numpy()) <= np.finfo(np.float32).min:
+            return name
+    return None
+
+
 def _cap_relu6(qat_module, names: set[str]) -> None:
     """Caps the output scale of the ReLU6 layers ``names`` at ``RELU6_CAP / 127``."""
     from megengine.quantization.observer import PassiveObserver
@@ -380,6 +399,13 @@ def quantize_module(
     if calibrate:
         for start in range(0, len(batch), 8):
             qat(mge.tensor(batch[start : start + 8]))
+    if calibrate:
+        idle = unobserved_layer(qat)
+        if idle:
+            raise HarnessError(
+                f"{model}: cannot export int8: layer {idle!r} never ran on the calibration "
+                "images, so it has no int8 range (a quantizable layer the forward does not call)"
+            )
     _cap_relu6(qat, relu6)
     quantized = quantize(qat)
     quantized.eval()  # quantize() leaves modules in training mode
@@ -413,15 +439,15 @@ def check_follows_float(float_module, int8_module, batch: np.ndarray, model: str
     except Exception as err:  # the user's model on int8 tensors: one line
         raise HarnessError(
             f"{model}: cannot export int8: the quantized model fails on the calibration images "
-            f"({type(err).__name__}: {first_line(err)})"
+            f"({type(err).__name__}: {first_line(err)}); write adds of two quantized tensors "
+            "as M.Elemwise('ADD')"
         ) from None
     figures = agreement(ref, out)
-    if not figures["cosine_min"] >= INT8_COSINE_MIN:
+    if not figures["cosine_min"] >= FOLLOWS_COSINE_MIN:
         raise HarnessError(
             f"{model}: cannot export int8: its int8 outputs do not follow the float model "
-            f"(smallest cosine {figures['cosine_min']:.3f} < {INT8_COSINE_MIN} on the calibration "
-            "images); functional ops between quantized layers (+, F.mean, F.clip) see raw int8 "
-            "values: write them as M.Elemwise or keep them after the DequantStub"
+            f"(smallest cosine {figures['cosine_min']:.3f} < {FOLLOWS_COSINE_MIN} on the calibration "
+            "images)"
         )
 
 
