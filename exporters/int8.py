@@ -27,6 +27,43 @@ quantized when every layer with weights becomes a quantizable one (no stray Batc
 must be fused with its conv), the int8 model runs on the calibration images, and its outputs
 there keep a cosine of at least ``FOLLOWS_COSINE_MIN`` to the float model's; otherwise the
 export stops with a one-line reason.
+
+**The int8 rule** (the gate's ``int8`` check, ``equivalence.checks``). Int8 cannot meet the
+float checks' tolerances, so an int8 variant is judged against the float reference pipeline
+(OpenCV + the release's float external variant) on the gate's 15 photos, as one batch scaled
+to 320x320 (``equivalence.photos.photo_batch``): every photo's logits keep a cosine of at
+least ``INT8_COSINE_MIN``, an RMS error of at most ``INT8_SPREAD_RATIO`` times the reference's
+between-image spread, a centred cosine of at least ``INT8_CENTRED_COSINE_MIN`` and
+``|out - ref| <= INT8_ATOL``; and at least ``INT8_TOP1_MIN`` of the photos keep the reference's
+top-1 class, at least ``INT8_TOP5_MIN`` have it among the int8 top 5.
+
+Measured 2026-12 (MegEngine 1.13, Lite CPU default config; "photos": that one batch;
+"groups": the 15 photos at their native sizes in 13 same-size batches, worst batch; tiny,
+ResNet18 and the ShuffleNet-like user model have random weights with calibrated BatchNorm,
+EfficientNet-Lite0 is ImageNet-trained; "broken": calibrated on inputs at 2 % of their scale,
+every activation saturates on real photos)::
+
+    model                     set     max abs  min cos  max spread  min centred  top-1  in top-5
+    tiny                      photos  0.388    0.9994   0.096       0.9996       100 %  100 %
+                              groups  0.403    0.9994   0.100       0.9987       100 %  100 %
+    resnet18                  photos  8.73     0.9555   0.394       0.9927        73 %  100 %
+                              groups  10.0     0.9672   0.521       0.9833        73 %   93 %
+    efficientnet_lite0        photos  3.45     0.7945   0.829       0.9538        80 %  100 %
+                              groups  3.17     0.8837   0.646       0.8728        93 %  100 %
+    shufflenet_like (user)    photos  2.54     0.9901   0.897       0.9911       100 %  100 %
+                              groups  2.70     0.9840   0.948       0.9834       100 %  100 %
+    tiny, broken              photos  18.7    -0.6219   5.74       -0.3643         7 %   20 %
+    resnet18, broken          photos  60.5    -0.4060   3.11       -0.4081         0 %    0 %
+
+Thresholds, each from the worst correct figure (either set) with room, and far from the
+broken ones: cosine 0.7 (worst 0.7945: 1.46x its 1 - cosine), centred cosine 0.8 (worst
+0.8728), spread ratio 1.5 (worst 0.948; broken >= 3.1), atol 20 (2x the worst 10.0; the
+scale-free figures decide, atol only bounds a single logit), top-1 kept 60 % (worst 73 %,
+broken <= 7 %), top-1 in top 5 80 % (worst 93 %, broken <= 20 %). With 15 photos a share
+moves in steps of 6.7 %. On random weights the class shares say little (ResNet18's
+standardised logits have near-ties), which is why the cosine and spread figures carry the
+rule; EfficientNet-Lite0 is the weakest correct case (its depthwise convs already stay
+float: with per-tensor int8 weights its smallest cosine on the photos was 0.75).
 """
 
 from __future__ import annotations
@@ -40,15 +77,19 @@ from exporters.preprocess import PreprocessSpec
 
 QUANTIZATIONS = ("int8",)
 
-#: The int8 rule (``equivalence.checks`` "int8"); provisional until measured.
-INT8_COSINE_MIN = 0.9
+#: The int8 rule (``equivalence.checks`` "int8"; measured table in the module docstring).
+INT8_COSINE_MIN = 0.7
+INT8_CENTRED_COSINE_MIN = 0.8
+INT8_SPREAD_RATIO = 1.5
+INT8_ATOL = 20.0
 INT8_TOP1_MIN = 0.6
 INT8_TOP5_MIN = 0.8
-#: The export-time self-check's floor (``check_follows_float``), provisional.
+
+#: The export-time self-check's floor (``check_follows_float``): the smallest cosine of int8 to
+#: float logits on the calibration images. Correct exports: tiny 0.997, ResNet18 0.890,
+#: EfficientNet-Lite0 0.747: a gross floor against a quantized forward that computes
+#: something else, not a quality bar (the gate's int8 check is that).
 FOLLOWS_COSINE_MIN = 0.5
-INT8_ATOL = 10.0
-INT8_SPREAD_RATIO = 0.5
-INT8_CENTRED_COSINE_MIN = 0.9
 
 #: scikit-image photos outside the gate's photo set, used to calibrate: greyscale textures,
 #: micrographs, a colour wheel and a fundus photo (decoded as BGR, grey repeated to 3 channels).
@@ -98,7 +139,7 @@ def calibration_batch(spec: PreprocessSpec) -> np.ndarray:
 
 
 def _conv_bn(conv, bn, relu: bool):
-    """``conv`` and ``bn`` (their own modules, so their weights) as one fusable module."""
+    """A fusable ConvBn2d / ConvBnRelu2d with the weights and statistics of ``conv`` and ``bn``."""
     import megengine.module as M
 
     kind = M.ConvBnRelu2d if relu else M.ConvBn2d
@@ -118,7 +159,8 @@ def _conv_bn(conv, bn, relu: bool):
     return fused
 
 
-def _float_head(module):
+def _keep_float(module):
+    """``module`` marked to stay float32 through ``quantize_qat`` and ``quantize``."""
     module.disable_quantize()
     return module
 
@@ -183,7 +225,7 @@ def _resnet18(float_module):
         def forward(self, x):
             return self.fc(F.flatten(F.avg_pool2d(x, 7), 1))
 
-    return _stubbed_module(Features(float_module), _float_head(Head(float_module.fc)))
+    return _stubbed_module(Features(float_module), _keep_float(Head(float_module.fc)))
 
 
 def _layers(net):
@@ -207,7 +249,7 @@ def _mean_linear_head(fc):
             super().__init__()
             self.fc = fc
 
-    return _float_head(Head())
+    return _keep_float(Head())
 
 
 def _tiny(float_module):
@@ -248,7 +290,7 @@ def _efficientnet_lite0(float_module):
         def __init__(self, unit):
             super().__init__()
             self.dequant, self.quant = M.DequantStub(), M.QuantStub()
-            self.depthwise = _float_head(unit)  # its own name: MegEngine warns on a rename
+            self.depthwise = _keep_float(unit)  # its own name: MegEngine warns on a rename
 
         def forward(self, x):
             return self.quant(self.depthwise(self.dequant(x)))
