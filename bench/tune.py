@@ -29,6 +29,14 @@ two deployments a user picks between (``fused-fast`` trades accuracy for speed, 
 set on the network after loading, so they are not candidates (and ``LITE_ALGO_PROFILE`` alone
 never finished a ResNet18 forward, MEGENGINE_NOTES section 8).
 
+A release with an int8 variant (``--variants int8``) gets, for each swept float variant of the
+same preprocessing, rows with config ``int8``: the int8 variant at the default config timed
+paired against the float variant at the default config, verdict ``int8``. Its equivalence is
+the gate's ``int8`` check (it cannot meet this sweep's float tolerance), so it is reported
+beside the configs and never recommended; int8 variants are not swept themselves (int8 with
+the NCHW88/NCHW44 layouts falls back to kernels taking 20-50 s per forward, MEGENGINE_NOTES
+section 8).
+
 The recommendation per variant is the ``ok`` config (probed, equivalent and timed at every
 batch size) whose interval lies above 1 at every batch size, with the largest worst-batch
 speedup; ``cpu`` when none is. The baseline is probed too: when it crashes, hangs or fails

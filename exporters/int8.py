@@ -352,11 +352,9 @@ def unquantizable_layer(qat_module) -> str | None:
         if _converted_or_disabled(modules, name):
             continue
         if any(_is_parameter(p) for p in sub.__dict__.values()):
-            hint = " (fuse it with its conv: M.ConvBn2d / M.ConvBnRelu2d)"
             kind = type(sub).__name__
-            return (
-                f"layer {name!r} ({kind}) cannot be quantized{hint if 'BatchNorm' in kind else ''}"
-            )
+            hint = " (fuse it with its conv: M.ConvBn2d / M.ConvBnRelu2d)" * ("BatchNorm" in kind)
+            return f"layer {_layer_name(name)!r} ({kind}) cannot be quantized{hint}"
     return None
 
 
@@ -392,8 +390,13 @@ def unobserved_layer(qat_module) -> str | None:
         observer = getattr(sub, "act_observer", None) if isinstance(sub, QATModule) else None
         max_val = getattr(observer, "max_val", None)
         if max_val is not None and float(max_val.numpy()) <= np.finfo(np.float32).min:
-            return name
+            return _layer_name(name)
     return None
+
+
+def _layer_name(name: str) -> str:
+    """A layer's name as the model names it (without the stub wrapper's ``features.``)."""
+    return name.removeprefix("features.")
 
 
 def _cap_relu6(qat_module, names: set[str]) -> None:
@@ -413,13 +416,11 @@ def _cap_relu6(qat_module, names: set[str]) -> None:
         sub.act_observer = observer
 
 
-def quantize_module(
-    float_module, model: str, builtin: bool, batch: np.ndarray, *, calibrate: bool = True
-):
+def quantize_module(float_module, model: str, builtin: bool, batch: np.ndarray):
     """The int8 module of ``float_module``, calibrated on ``batch`` (float32 NCHW), eval mode.
 
-    ``calibrate=False`` skips the calibration pass (tests plant a broken export with it).
-    HarnessError when a user's model has a layer that cannot be quantized.
+    HarnessError when a user's model has a layer that cannot be quantized, or one that the
+    calibration never ran (no int8 range: ``quantize`` would fail on a NaN).
     """
     import megengine as mge
     from megengine.quantization import (
@@ -438,16 +439,14 @@ def quantize_module(
         raise HarnessError(f"{model}: cannot export int8: {reason}")
     qat.eval()
     enable_observer(qat)  # after the last .eval(), which turned them off
-    if calibrate:
-        for start in range(0, len(batch), 8):
-            qat(mge.tensor(batch[start : start + 8]))
-    if calibrate:
-        idle = unobserved_layer(qat)
-        if idle:
-            raise HarnessError(
-                f"{model}: cannot export int8: layer {idle!r} never ran on the calibration "
-                "images, so it has no int8 range (a quantizable layer the forward does not call)"
-            )
+    for start in range(0, len(batch), 8):
+        qat(mge.tensor(batch[start : start + 8]))
+    idle = unobserved_layer(qat)
+    if idle:
+        raise HarnessError(
+            f"{model}: cannot export int8: layer {idle!r} never ran on the calibration "
+            "images, so it has no int8 range (a quantizable layer the forward does not call)"
+        )
     _cap_relu6(qat, relu6)
     quantized = quantize(qat)
     quantized.eval()  # quantize() leaves modules in training mode

@@ -114,8 +114,26 @@ def test_a_user_model_with_an_unfused_batchnorm_is_refused_in_one_line():
         int8.quantize_module(small_net(), "small_net", False, batch)
     message = str(err.value)
     assert "\n" not in message
-    assert "'features.bn' (BatchNorm2d) cannot be quantized" in message
+    assert "layer 'bn' (BatchNorm2d) cannot be quantized" in message
     assert "M.ConvBn2d" in message
+
+
+def test_a_user_model_with_a_layer_it_never_calls_is_refused_in_one_line():
+    import megengine.module as M
+
+    class Unused(M.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = M.ConvBnRelu2d(3, 4, 3, padding=1, bias=False)
+            self.spare = M.ConvBn2d(4, 4, 1, bias=False)
+
+        def forward(self, x):
+            return self.used(x)
+
+    batch = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(HarnessError, match=r"layer 'spare' never ran on the calibration") as err:
+        int8.quantize_module(Unused(), "unused", False, batch)
+    assert "\n" not in str(err.value)
 
 
 def test_a_user_model_that_adds_int8_tensors_of_two_scales_is_refused_in_one_line():
