@@ -179,3 +179,25 @@ def test_tune_times_the_int8_variant_beside_the_configs_and_never_recommends_it(
     recommended = document["variants"]["tiny.external.cbn-off"]["recommended"]
     assert recommended["config"] != tune.INT8
     assert "int8" in tune.table(rows)
+
+
+def test_the_class_rule_fails_below_its_floors_and_passes_above():
+    from equivalence.checks import INT8_TOLERANCE, class_rule
+    from equivalence.compare import compare_outputs
+
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((10, 1000)).astype(np.float32)
+    swapped = ref.copy()
+    rows = np.arange(6)  # 60 % of the images lose their top-1 to the class ranked 10th
+    best, tenth = ref.argmax(axis=1), np.argsort(-ref, axis=1)[:, 9]
+    swapped[rows, best[rows]], swapped[rows, tenth[rows]] = (
+        ref[rows, tenth[rows]],
+        ref[rows, best[rows]],
+    )
+    kept = class_rule(compare_outputs({"y": ref}, {"y": ref}, INT8_TOLERANCE), ref, ref)
+    plain = compare_outputs({"y": ref}, {"y": swapped}, INT8_TOLERANCE)
+    assert plain, str(plain)  # the numeric rule alone lets it through: the class rule decides
+    lost = class_rule(plain, ref, swapped)
+    assert kept and kept.status == "pass"
+    assert not lost and lost.status == "mismatch"
+    assert "on 40% of images" in lost.detail and "in its top 5 on 40%" in lost.detail
