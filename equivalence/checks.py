@@ -46,6 +46,12 @@ on random weights and the margins above leave room. Planted preprocessing bugs m
 determinism is exact: the same network on the same input must repeat bit for bit. device (CPU
 vs CUDA) is NOT measured (no CUDA device on the measuring machine): provisional, 10x the eager
 tolerance; measure it with ``python -m equivalence.noise --checks device``.
+
+int8 variants (``--variants int8``) cannot meet these float tolerances: the reference, photos,
+fuse and eager checks skip them, and the ``int8`` check judges them by its own rule (cosine,
+spread and centred cosine per photo, shares of photos keeping the reference top-1 / having it
+in the int8 top 5), measured on tiny, resnet18, efficientnet_lite0 and a user model: the
+table and the thresholds' derivation are in ``exporters/int8.py``.
 """
 
 from __future__ import annotations
@@ -60,7 +66,15 @@ import numpy as np
 from equivalence.compare import CompareResult, Tolerance
 from equivalence.photos import photo_batch, photo_groups
 from exporters.errors import HarnessError
-from exporters.int8 import INT8_ATOL, INT8_CENTRED_COSINE_MIN, INT8_COSINE_MIN, INT8_SPREAD_RATIO
+from exporters.int8 import (
+    INT8_ATOL,
+    INT8_CENTRED_COSINE_MIN,
+    INT8_COSINE_MIN,
+    INT8_SPREAD_RATIO,
+    INT8_TOP1_MIN,
+    INT8_TOP5_MIN,
+    agreement,
+)
 from exporters.manifest import Manifest, VariantEntry
 
 if TYPE_CHECKING:
@@ -191,8 +205,6 @@ def class_rule(result: CompareResult, ref: np.ndarray, out: np.ndarray) -> Compa
     ``mismatch`` when the share of images (rows of (N, classes) ``ref``) whose reference top-1
     is the int8 top-1 is below ``INT8_TOP1_MIN``, or the share whose reference top-1 is among
     the int8 top 5 is below ``INT8_TOP5_MIN``; ``detail`` gives both shares."""
-    from exporters.int8 import INT8_TOP1_MIN, INT8_TOP5_MIN, agreement
-
     if result.status in ("shape", "dtype", "nonfinite") or ref.ndim != 2 or ref.shape[1] < 5:
         return result
     figures = agreement(ref, out)
@@ -242,7 +254,7 @@ class Check:
     ``variants`` says which variants the check applies to (``KINDS``): the float checks are
     skipped for int8 variants, with a reason saying the int8 check judges them. ``rule``, when
     set, adds a class rule to the comparison of a single logits output (the int8 check's
-    ``top5_rule``).
+    ``class_rule``).
 
     ``fixed``, when set, gives the check's own inputs instead of Hypothesis's: labelled batches
     (objects with ``label`` and ``images``), each run once (the photo set). ``same_top1`` adds
