@@ -13,6 +13,6 @@ pytest_plugins = ["mge_harness.pytest_plugin"]
 def pytest_configure(config):
     """This repository's own tests import MegEngine directly: its CUDA probe chatter is
     triggered here with stderr silenced (the plugin does it when a session asks for a release)."""
-    from exporters.quiet import probe_cuda_quietly
+    from mge_harness.exporters.quiet import probe_cuda_quietly
 
     probe_cuda_quietly()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 #: Environment variable that selects the grid when ``--full-grid`` is not given.
 GRID_ENV = "MGE_BENCH_GRID"
@@ -41,7 +41,7 @@ class Grid:
 
 def quick_grid() -> Grid:
     """The CI grid (``exporters.devices.QUICK_DEVICES``): ResNet18 takes minutes on 2 cores."""
-    from exporters.devices import QUICK_DEVICES
+    from mge_harness.exporters.devices import QUICK_DEVICES
 
     return Grid(
         name="quick",
@@ -56,7 +56,7 @@ def quick_grid() -> Grid:
 
 def full_grid() -> Grid:
     """The release grid: every device config in ``exporters.devices.DEVICE_CONFIGS``."""
-    from exporters.devices import DEVICE_CONFIGS
+    from mge_harness.exporters.devices import DEVICE_CONFIGS
 
     return Grid(
         name="full",
@@ -86,7 +86,7 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 def parse_devices(text: str) -> tuple[str, ...]:
     """Parses ``--devices`` ("cpu,cpu-2t") into distinct device config names, checked by name."""
-    from exporters.devices import get_device_config
+    from mge_harness.exporters.devices import get_device_config
 
     names: list[str] = []
     for item in text.split(","):

@@ -49,6 +49,6 @@ def model_feed(entry, manifest, images: np.ndarray) -> dict[str, np.ndarray]:
     else the OpenCV reference preprocessing of them (float32 NCHW), keyed by the input name."""
     if entry.is_raw_input:
         return {entry.input.name: images}
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     return {entry.input.name: reference_preprocess(images, manifest.preprocess)}

@@ -28,7 +28,7 @@ class LoadedRunners:
         if key in self._active:
             self._active.move_to_end(key)
             return self._active[key]
-        from exporters.runners import image_runner
+        from mge_harness.exporters.runners import image_runner
 
         runner = image_runner(entry, manifest, device)
         runner.activate()

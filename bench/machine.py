@@ -53,7 +53,7 @@ def cpu_model_and_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, lis
 
 def thread_info() -> dict:
     """Logical CPUs, the CPUs this process may use, each device config's threads and env limits."""
-    from exporters.devices import DEVICE_CONFIGS
+    from mge_harness.exporters.devices import DEVICE_CONFIGS
 
     return {
         "logical_cpus": os.cpu_count(),
@@ -86,7 +86,7 @@ def machine_info() -> dict:
     import megengine
     import megenginelite
 
-    from exporters.version import harness_version
+    from mge_harness.exporters.version import harness_version
 
     model, flags = cpu_model_and_flags()
     return {

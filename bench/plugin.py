@@ -21,9 +21,9 @@ import os
 
 import pytest
 
-from bench.grid import GRID_ENV, select_grid
-from bench.state import BenchState, sidecar_document, write_not_measured
-from exporters.errors import HarnessError
+from mge_harness.bench.grid import GRID_ENV, select_grid
+from mge_harness.bench.state import BenchState, sidecar_document, write_not_measured
+from mge_harness.exporters.errors import HarnessError
 
 STATE = pytest.StashKey[BenchState]()
 CASES = pytest.StashKey[list]()
@@ -58,7 +58,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    from exporters.probe import check_timeout
+    from mge_harness.exporters.probe import check_timeout
 
     try:
         grid = select_grid(
@@ -79,8 +79,8 @@ def _collection_cases(config) -> list:
     """The benchmark cases of the release under test, built once per session (the session's
     release, ``exporters.session``, is shared with the gate and the fixtures)."""
     if CASES not in config.stash:
-        from bench.cases import build_cases
-        from exporters.session import session_release
+        from mge_harness.bench.cases import build_cases
+        from mge_harness.exporters.session import session_release
 
         release = session_release(config)
         if release.manifest is None:
@@ -103,8 +103,8 @@ def _tuned_configs(path, variants) -> dict[str, str]:
     A recommended config this checkout does not know is a one-line error."""
     if not path:
         return {}
-    from exporters.devices import get_device_config
-    from exporters.tuned import load_tuned, recommended_config
+    from mge_harness.exporters.devices import get_device_config
+    from mge_harness.exporters.tuned import load_tuned, recommended_config
 
     named = load_tuned(path)["variants"]
     tuned = {v.id: recommended_config(path, v.id) for v in variants if v.id in named}
@@ -141,7 +141,7 @@ def bench_state(pytestconfig):
 
 @pytest.hookimpl(optionalhook=True)  # pytest-benchmark's: the [bench] extra
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from bench.machine import machine_info as megengine_info
+    from mge_harness.bench.machine import machine_info as megengine_info
 
     machine_info.update(megengine_info())
 

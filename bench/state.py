@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.inputs import IMAGE_SIZE
-from bench.loaded import LoadedRunners
-from bench.timing import case_info
-from exporters.files import atomic_write_json
-from exporters.probe import DEFAULT_TIMEOUT_S, ProbeResult, probe_variants
+from mge_harness.bench.inputs import IMAGE_SIZE
+from mge_harness.bench.loaded import LoadedRunners
+from mge_harness.bench.timing import case_info
+from mge_harness.exporters.files import atomic_write_json
+from mge_harness.exporters.probe import DEFAULT_TIMEOUT_S, ProbeResult, probe_variants
 
 #: Suffix the reports look for next to saved runs.
 SIDECAR_SUFFIX = ".not-measured.json"
@@ -49,7 +49,7 @@ class BenchState:
 
     def blocker(self, case, release_dir) -> tuple[str, str] | None:
         """(status, reason) when ``case`` cannot be measured here, else None."""
-        from exporters.devices import get_device_config, unavailable_reason
+        from mge_harness.exporters.devices import get_device_config, unavailable_reason
 
         reason = unavailable_reason(get_device_config(case.device))
         if reason:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.timing import TIMERS, case_info, throughput
-from exporters.errors import first_line
+from mge_harness.bench.timing import TIMERS, case_info, throughput
+from mge_harness.exporters.errors import first_line
 
 
 def test_latency(bench_case, bench_state, manifest, benchmark, request):

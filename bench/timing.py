@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from bench.inputs import frame_size, image_batch, model_feed
+from mge_harness.bench.inputs import frame_size, image_batch, model_feed
 
 
 def time_call(benchmark, grid, target, *args) -> None:

@@ -97,12 +97,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.grid import parse_batch_sizes
-from bench.inputs import IMAGE_SIZE, frame_size, image_batch, model_feed
-from exporters.devices import DEVICE_CONFIGS, DeviceConfig, get_device_config
-from exporters.errors import HarnessError, first_line
-from exporters.files import atomic_write_json
-from exporters.probe import DEFAULT_TIMEOUT_S, ProbeResult, check_timeout, probe_variants
+from mge_harness.bench.grid import parse_batch_sizes
+from mge_harness.bench.inputs import IMAGE_SIZE, frame_size, image_batch, model_feed
+from mge_harness.exporters.devices import DEVICE_CONFIGS, DeviceConfig, get_device_config
+from mge_harness.exporters.errors import HarnessError, first_line
+from mge_harness.exporters.files import atomic_write_json
+from mge_harness.exporters.probe import DEFAULT_TIMEOUT_S, ProbeResult, check_timeout, probe_variants
 
 #: The config every candidate is compared with and timed against: Lite's defaults, one thread.
 BASELINE = "cpu"
@@ -143,7 +143,7 @@ def tolerance(reference: np.ndarray):
     The rule is ``equivalence.compare``'s, the harness's only pass rule (the one import from
     equivalence/ into bench/: a second rule would drift; imported lazily).
     """
-    from equivalence.compare import Tolerance
+    from mge_harness.equivalence.compare import Tolerance
 
     scale = float(np.max(np.abs(reference))) if reference.size else 0.0
     return Tolerance(atol=ATOL_SCALE * scale, rtol=0.0, cosine_min=COSINE_MIN)
@@ -222,7 +222,7 @@ def outputs_on(runner, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
 
 def compare_all(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]):
     """The worst comparison over every output, each under its own scale's tolerance."""
-    from equivalence.compare import compare_outputs
+    from mge_harness.equivalence.compare import compare_outputs
 
     if set(outputs) != set(reference):  # status "shape", naming both sets of outputs
         return compare_outputs(reference, outputs, tolerance(next(iter(reference.values()))))
@@ -270,7 +270,7 @@ def paired_timing(baseline, candidate, rounds: int, warmup: int = WARMUP_ROUNDS)
 
 def default_runner(entry, manifest, config: DeviceConfig):
     """``exporters.runners.image_runner``: the runner the sweep times and compares."""
-    from exporters.runners import image_runner
+    from mge_harness.exporters.runners import image_runner
 
     return image_runner(entry, manifest, config)
 
@@ -468,7 +468,7 @@ def _recommended(name: str | None, config: DeviceConfig | None, chosen: Sequence
 
 def document(manifest, rows: Sequence[Row], batches: Sequence[int], configs) -> dict:
     """The ``tuned.json`` document: per variant the recommendation and every row."""
-    from bench.machine import machine_info
+    from mge_harness.bench.machine import machine_info
 
     by_name = {c.name: c for c in configs}
     variants = {}
@@ -554,7 +554,7 @@ def tune(release_dir, variants=None, batches=(1, 4), configs=None, rounds=DEFAUL
     ``variants`` and ``configs`` are id / config lists (defaults in the module docstring);
     ``swaps`` may replace ``make_runner`` and ``probe`` of :class:`Sweep` (tests do).
     """
-    from exporters.manifest import load_manifest
+    from mge_harness.exporters.manifest import load_manifest
 
     if rounds < 3:
         raise HarnessError(f"--rounds: expected at least 3 timed rounds, got {rounds}")
@@ -573,7 +573,7 @@ def tune(release_dir, variants=None, batches=(1, 4), configs=None, rounds=DEFAUL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from exporters.quiet import probe_cuda_quietly
+    from mge_harness.exporters.quiet import probe_cuda_quietly
 
     probe_cuda_quietly()
     parser = argparse.ArgumentParser(
@@ -596,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"seconds a config's probe may take per variant. Defaults to {DEFAULT_TIMEOUT_S:g}.",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    from exporters.manifest import load_manifest
+    from mge_harness.exporters.manifest import load_manifest
 
     release = Path(args.release)
     manifest = load_manifest(release)
@@ -619,6 +619,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from exporters.errors import run_cli
+    from mge_harness.exporters.errors import run_cli
 
     sys.exit(run_cli(main))

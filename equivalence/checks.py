@@ -63,10 +63,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from equivalence.compare import CompareResult, Tolerance
-from equivalence.photos import photo_batch, photo_groups
-from exporters.errors import HarnessError
-from exporters.int8 import (
+from mge_harness.equivalence.compare import CompareResult, Tolerance
+from mge_harness.equivalence.photos import photo_batch, photo_groups
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.int8 import (
     INT8_ATOL,
     INT8_CENTRED_COSINE_MIN,
     INT8_COSINE_MIN,
@@ -75,10 +75,10 @@ from exporters.int8 import (
     INT8_TOP5_MIN,
     agreement,
 )
-from exporters.manifest import Manifest, VariantEntry
+from mge_harness.exporters.manifest import Manifest, VariantEntry
 
 if TYPE_CHECKING:
-    from equivalence.gate import RunnerPool
+    from mge_harness.equivalence.gate import RunnerPool
 
 #: Preprocessings the eager runner can replay: external (float NCHW in) and every in-graph
 #: recipe, each replayed as exported (so identity-warp's eager module crops too).
@@ -115,7 +115,7 @@ def fuse_twin(manifest: Manifest, entry: VariantEntry) -> VariantEntry | None:
 def has_eager_module(manifest: Manifest) -> bool:
     """True when the eager module can be rebuilt: a built-in model exported by this harness
     (same weights), or a ``source`` in the manifest or from ``--eager``."""
-    from exporters.release import eager_source
+    from mge_harness.exporters.release import eager_source
 
     return eager_source(manifest) is not None
 
@@ -141,7 +141,7 @@ def _fuse(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
 
 
 def _eager(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     eager = pool.eager(entry.preprocessing)
     if entry.is_raw_input:
@@ -219,7 +219,7 @@ def class_rule(result: CompareResult, ref: np.ndarray, out: np.ndarray) -> Compa
 
 
 def _cuda_skip() -> str | None:
-    from exporters.devices import cuda_skip_reason
+    from mge_harness.exporters.devices import cuda_skip_reason
 
     return cuda_skip_reason()
 

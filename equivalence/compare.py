@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 _REQUIRED_FIELDS = ("atol", "rtol", "cosine_min")
 _TOLERANCE_FIELDS = (*_REQUIRED_FIELDS, "spread_ratio", "centred_cosine_min")

@@ -65,11 +65,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from equivalence.compare import Tolerance, compare
-from exporters.preprocess import PreprocessSpec, normalize_pixels, reference_preprocess
+from mge_harness.equivalence.compare import Tolerance, compare
+from mge_harness.exporters.preprocess import PreprocessSpec, normalize_pixels, reference_preprocess
 
 if TYPE_CHECKING:
-    from equivalence.gate import Gate
+    from mge_harness.equivalence.gate import Gate
 
 #: A family is named only with at least this centred cosine to the variant's outputs.
 CENTRED_COSINE_MIN = 0.999
@@ -290,8 +290,8 @@ def is_named(score: Score, reference: Score) -> bool:
 
 def diagnose(gate: Gate, variant_id: str, images: np.ndarray) -> Diagnosis:
     """The closest known explanation of ``variant_id``'s outputs on ``images`` (uint8 BGR)."""
-    from equivalence.checks import infer
-    from equivalence.gate import infer_model
+    from mge_harness.equivalence.checks import infer
+    from mge_harness.equivalence.gate import infer_model
 
     spec = gate.manifest.preprocess
     scales = gate.scales
@@ -331,10 +331,10 @@ def main(argv=None) -> int:
     import argparse
     from pathlib import Path
 
-    from equivalence.gate import Gate
-    from equivalence.reproduce import _sidecar, load_images
-    from exporters.errors import HarnessError
-    from exporters.manifest import load_manifest
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.equivalence.reproduce import _sidecar, load_images
+    from mge_harness.exporters.errors import HarnessError
+    from mge_harness.exporters.manifest import load_manifest
 
     parser = argparse.ArgumentParser(prog="python -m equivalence.diagnose", description=__doc__)
     parser.add_argument("npy", help="a counterexample .npy saved by the gate")
@@ -364,6 +364,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from exporters.errors import run_cli
+    from mge_harness.exporters.errors import run_cli
 
     sys.exit(run_cli(main))

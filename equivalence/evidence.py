@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from exporters.preprocess import PreprocessSpec, reference_preprocess
+from mge_harness.exporters.preprocess import PreprocessSpec, reference_preprocess
 
 if TYPE_CHECKING:
-    from equivalence.diagnose import Diagnosis
-    from equivalence.gate import Gate
+    from mge_harness.equivalence.diagnose import Diagnosis
+    from mge_harness.equivalence.gate import Gate
 
 #: The photo shown (a scikit-image loader of ``equivalence.photos``).
 PHOTO = "chelsea"
@@ -52,7 +52,7 @@ def evidence_path(counterexample: Path) -> Path:
 
 def evidence_photo() -> np.ndarray:
     """The photo the evidence image shows (``PHOTO``), uint8 BGR."""
-    from equivalence.photos import PhotoSpec, load_photo
+    from mge_harness.equivalence.photos import PhotoSpec, load_photo
 
     return load_photo(PhotoSpec(PHOTO)).image
 
@@ -78,8 +78,8 @@ def _graph_pixels(entry, spec: PreprocessSpec, photo: np.ndarray) -> np.ndarray:
     pixels), cached in a temp folder, run with Lite on ``photo``."""
     import megengine
 
-    from exporters.export import dump_preprocessing
-    from exporters.runners import LiteRunner
+    from mge_harness.exporters.export import dump_preprocessing
+    from mge_harness.exporters.runners import LiteRunner
 
     height, width = spec.size
     folder = Path(tempfile.gettempdir()) / "mge-harness-evidence"
@@ -98,8 +98,8 @@ def variant_feed(
 ) -> tuple[np.ndarray | None, list[str]]:
     """What the variant feeds its network on ``photo`` as BGR pixels (None: unknown), and the
     panel's label lines."""
-    from equivalence.diagnose import FAMILIES
-    from exporters.preprocess import preprocessing_recipe
+    from mge_harness.equivalence.diagnose import FAMILIES
+    from mge_harness.exporters.preprocess import preprocessing_recipe
 
     spec = gate.manifest.preprocess
     entry = gate.manifest.variant(variant_id)
@@ -125,8 +125,8 @@ def variant_feed(
 
 def _top5(gate: Gate, variant_id: str, photo: np.ndarray) -> tuple[str, str] | None:
     """The reference's and the variant's top-5 classes on ``photo`` (one logits output only)."""
-    from equivalence.checks import infer
-    from exporters.outputs import logits_names
+    from mge_harness.equivalence.checks import infer
+    from mge_harness.exporters.outputs import logits_names
 
     ref = infer(gate.pool.reference(), photo[None])
     out = infer(gate.pool.image(gate.manifest.variant(variant_id)), photo[None])
@@ -172,7 +172,7 @@ def save_evidence(gate: Gate, variant_id: str, diagnosis: Diagnosis | None, path
     """Writes the evidence image of ``variant_id`` to ``path`` (atomically); returns it."""
     import cv2
 
-    from exporters.files import atomic_write_bytes
+    from mge_harness.exporters.files import atomic_write_bytes
 
     spec = gate.manifest.preprocess
     photo = evidence_photo()

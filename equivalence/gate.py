@@ -13,13 +13,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from equivalence.checks import GATE_CHECKS, infer, one_by_one
-from equivalence.compare import CompareResult, compare_outputs
-from equivalence.photos import same_top1
-from equivalence.tolerances import ToleranceTable
-from exporters.errors import HarnessError, first_line
-from exporters.manifest import Manifest, VariantEntry
-from exporters.outputs import logits_names
+from mge_harness.equivalence.checks import GATE_CHECKS, infer, one_by_one
+from mge_harness.equivalence.compare import CompareResult, compare_outputs
+from mge_harness.equivalence.photos import same_top1
+from mge_harness.equivalence.tolerances import ToleranceTable
+from mge_harness.exporters.errors import HarnessError, first_line
+from mge_harness.exporters.manifest import Manifest, VariantEntry
+from mge_harness.exporters.outputs import logits_names
 
 
 class RunnerPool:
@@ -41,7 +41,7 @@ class RunnerPool:
 
     def image(self, entry: VariantEntry, device: str = "cpu"):
         """The raw-image runner of ``entry`` (host OpenCV in front of external variants)."""
-        from exporters.runners import image_runner
+        from mge_harness.exporters.runners import image_runner
 
         if entry.id in self.blocked:
             raise HarnessError(f"{entry.id} crashed or hung in its probe; it is not loaded here")
@@ -61,7 +61,7 @@ class RunnerPool:
         """The eager module the release was traced from (``exporters.release.eager_module``),
         built once: a built-in calibrates BatchNorm (seconds for ResNet18); a user's model is
         rebuilt from its factory and weights."""
-        from exporters.release import eager_module
+        from mge_harness.exporters.release import eager_module
 
         if self._module is None:
             self._module = eager_module(self.manifest)
@@ -70,7 +70,7 @@ class RunnerPool:
     def eager(self, preprocessing: str):
         """The eager module: fed float NCHW for "external", else raw images through the eager
         replay of that in-graph preprocessing recipe."""
-        from exporters.runners import EagerRunner
+        from mge_harness.exporters.runners import EagerRunner
 
         self.eager_module()
         spec = None if preprocessing == "external" else self.manifest.preprocess
@@ -107,7 +107,7 @@ def fixed_size_notes(manifest: Manifest) -> list[str]:
 
 def _exact_reference(pool: RunnerPool, images: np.ndarray) -> np.ndarray:
     """The reference pipeline with an exact (float) resize instead of OpenCV's uint8 one."""
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     model = pool.reference_model()
     batch = reference_preprocess(images, pool.manifest.preprocess, exact=True)
@@ -197,9 +197,9 @@ class Gate:
     def input_sensitivity(self) -> list[str]:
         """Refuses a release whose reference outputs do not depend on the input
         (``equivalence.sensitivity``); returns headline notes."""
-        from equivalence.checks import has_eager_module
-        from equivalence.sensitivity import check_input_sensitivity
-        from exporters.preprocess import reference_preprocess
+        from mge_harness.equivalence.checks import has_eager_module
+        from mge_harness.equivalence.sensitivity import check_input_sensitivity
+        from mge_harness.exporters.preprocess import reference_preprocess
 
         spec = self.manifest.preprocess
         eager = None
@@ -215,7 +215,7 @@ class Gate:
         """The distinct images (``equivalence.sensitivity``), the reference's outputs on them
         as one batch and one image at a time, computed once."""
         if self._distinct_outputs is None:
-            from equivalence.sensitivity import distinct_images
+            from mge_harness.equivalence.sensitivity import distinct_images
 
             images = distinct_images(self.manifest.preprocess.size)
             reference = self.pool.reference()
@@ -227,7 +227,7 @@ class Gate:
     def scales(self):
         """Each reference output's mean and between-image spread: the scale-free rule's scale."""
         if self._scales is None:
-            from equivalence.sensitivity import output_scales
+            from mge_harness.equivalence.sensitivity import output_scales
 
             if self.manifest.reference_variant().id in self.pool.blocked:
                 self._scales = {}  # the reference crashed in its probe: elementwise rule only

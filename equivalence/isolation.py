@@ -15,9 +15,9 @@ Under pytest-xdist the controller probes once and ships the results to its worke
 
 from __future__ import annotations
 
-from equivalence.checks import GATE_CHECKS
-from exporters.manifest import Manifest, VariantEntry
-from exporters.probe import ProbeResult, probe_variants
+from mge_harness.equivalence.checks import GATE_CHECKS
+from mge_harness.exporters.manifest import Manifest, VariantEntry
+from mge_harness.exporters.probe import ProbeResult, probe_variants
 
 #: Probe statuses that keep a variant out of the gate's process.
 BLOCKING = ("crashed", "timeout")
@@ -43,7 +43,7 @@ def probe_release(manifest: Manifest, timeout: float) -> dict[str, ProbeResult]:
 
 def probe_frames(entry: VariantEntry) -> str:
     """What a gate probe feeds ``entry``, in words."""
-    from exporters.probe import DEFAULT_IMAGE_SIZE
+    from mge_harness.exporters.probe import DEFAULT_IMAGE_SIZE
 
     height, width = entry.fixed_size or DEFAULT_IMAGE_SIZE
     sizes = " and ".join(map(str, PROBE_BATCH_SIZES))

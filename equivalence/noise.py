@@ -15,7 +15,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 
-from exporters.errors import HarnessError, run_cli
+from mge_harness.exporters.errors import HarnessError, run_cli
 
 
 @dataclass
@@ -44,8 +44,8 @@ def measure(gate, check: str, variant_id: str, examples: int) -> Worst:
     check with fixed inputs runs each of them once instead)."""
     from hypothesis import HealthCheck, Phase, given, settings, target
 
-    from equivalence.checks import GATE_CHECKS
-    from equivalence.strategies import image_batches
+    from mge_harness.equivalence.checks import GATE_CHECKS
+    from mge_harness.equivalence.strategies import image_batches
 
     worst = Worst()
     kind = GATE_CHECKS[check]
@@ -79,7 +79,7 @@ def measure(gate, check: str, variant_id: str, examples: int) -> Worst:
 
 def applicable(gate, checks: list[str]):
     """(check, variant id) pairs that run on this machine, expected failures left out."""
-    from equivalence.checks import runtime_skip_reason, skip_reason
+    from mge_harness.equivalence.checks import runtime_skip_reason, skip_reason
 
     for check in checks:
         if runtime_skip_reason(check):
@@ -100,13 +100,13 @@ def table_rows(gate, check: str, variant_id: str, worst: Worst) -> str:
 
 
 def main(argv=None) -> int:
-    from exporters.quiet import probe_cuda_quietly
+    from mge_harness.exporters.quiet import probe_cuda_quietly
 
     probe_cuda_quietly()
-    from equivalence.gate import Gate
-    from equivalence.tolerances import CHECKS, load_tolerances
-    from exporters.manifest import load_manifest
-    from exporters.release import resolve_release
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.equivalence.tolerances import CHECKS, load_tolerances
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.release import resolve_release
 
     parser = argparse.ArgumentParser(prog="python -m equivalence.noise", description=__doc__)
     parser.add_argument("--release", metavar="DIR", help="release folder (default: built-in)")

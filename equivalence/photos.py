@@ -27,7 +27,7 @@ from functools import cache
 
 import numpy as np
 
-from equivalence.compare import CompareResult
+from mge_harness.equivalence.compare import CompareResult
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def load_photo(spec: PhotoSpec) -> Photo:
     import cv2
     import skimage.data
 
-    from exporters.images import to_bgr8
+    from mge_harness.exporters.images import to_bgr8
 
     image = getattr(skimage.data, spec.source)()
     if spec.index is not None:

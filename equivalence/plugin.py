@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from equivalence.record import (
+from mge_harness.equivalence.record import (
     CheckRecorder,
     check_record,
     counterexample_path,
@@ -38,7 +38,7 @@ from equivalence.record import (
     rerun_command,
     save_counterexample,
 )
-from exporters.errors import HarnessError, first_line
+from mge_harness.exporters.errors import HarnessError, first_line
 
 STATE = pytest.StashKey["GateState"]()
 
@@ -78,13 +78,13 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    from equivalence.report import GateReport
-    from equivalence.tolerances import load_tolerances
+    from mge_harness.equivalence.report import GateReport
+    from mge_harness.equivalence.tolerances import load_tolerances
 
     config.addinivalue_line(
         "markers", "gate_check(name): a gate check, parametrized over the release's variants"
     )
-    from exporters.probe import check_timeout
+    from mge_harness.exporters.probe import check_timeout
 
     try:
         tolerances = load_tolerances(config.getoption("tolerances"))
@@ -109,13 +109,13 @@ class GateState:
 
     @property
     def error(self) -> str | None:
-        from exporters.session import session_release
+        from mge_harness.exporters.session import session_release
 
         return session_release(self.config).error
 
     @property
     def manifest(self):
-        from exporters.session import session_release
+        from mge_harness.exporters.session import session_release
 
         return session_release(self.config).manifest
 
@@ -126,7 +126,7 @@ class GateState:
     @property
     def gate(self):
         if self._gate is None:
-            from equivalence.gate import Gate
+            from mge_harness.equivalence.gate import Gate
 
             self._gate = Gate(self.manifest, self.tolerances)
         return self._gate
@@ -137,8 +137,8 @@ class GateState:
         fixed = self.manifest.variant(variant_id).fixed_size
         key = (check, fixed)
         if key not in self._strategies:
-            from equivalence.checks import GATE_CHECKS
-            from equivalence.strategies import image_batches
+            from mge_harness.equivalence.checks import GATE_CHECKS
+            from mge_harness.equivalence.strategies import image_batches
 
             self._strategies[key] = image_batches(
                 min_batch=GATE_CHECKS[check].min_batch,
@@ -165,7 +165,7 @@ class GateState:
     def check_fixed(self, check: str, variant_id: str) -> None:
         """Runs ``check`` on every batch of its fixed inputs (the photo set) and asserts that all
         pass. Failing batches are recorded last, so the counterexample is a failing batch."""
-        from equivalence.checks import GATE_CHECKS
+        from mge_harness.equivalence.checks import GATE_CHECKS
 
         fixed = self.manifest.variant(variant_id).fixed_size
         batches = [at_size(batch, fixed) for batch in GATE_CHECKS[check].fixed()]
@@ -205,15 +205,15 @@ class GateState:
         MegEngine, OpenCV or file errors while explaining become a line: an aid must not turn
         the check's verdict into an internal error.
         """
-        from equivalence.checks import GATE_CHECKS
+        from mge_harness.equivalence.checks import GATE_CHECKS
 
         failed_comparison = recorder is not None and recorder.where is not None
         if GATE_CHECKS[check].needs != "reference" or not failed_comparison:
             return None, None, []
         if recorder.last_images is None or recorder.last_result is None:
             return None, None, []
-        from equivalence.diagnose import diagnose
-        from equivalence.evidence import evidence_path, save_evidence
+        from mge_harness.equivalence.diagnose import diagnose
+        from mge_harness.equivalence.evidence import evidence_path, save_evidence
 
         try:
             diagnosis = diagnose(self.gate, variant_id, recorder.last_images)
@@ -278,7 +278,7 @@ class GateState:
 
     def validate(self) -> None:
         """Probes, loads and test-runs the release; a bad one becomes a one-line UsageError."""
-        from exporters.session import session_release
+        from mge_harness.exporters.session import session_release
 
         session_release(self.config).require()
         try:
@@ -290,7 +290,7 @@ class GateState:
     def probe(self) -> dict:
         """The variants that crashed or hung in a child process, probed once per session."""
         if self.blocked is None:
-            from equivalence.isolation import BLOCKING, session_probes
+            from mge_harness.equivalence.isolation import BLOCKING, session_probes
 
             timeout = self.config.getoption("probe_timeout")
             results = session_probes(self.config, self.manifest, timeout)
@@ -302,7 +302,7 @@ class GateState:
         """A variant that failed in its probe (a batch of 1 and 4 frames at the size its input
         takes) but passed the in-process validation (one image at the model's size): it fails at
         a size its manifest says it takes. One line, before any check."""
-        from equivalence.isolation import probe_frames
+        from mge_harness.equivalence.isolation import probe_frames
 
         for variant_id, result in (self.probe_errors or {}).items():
             entry = self.manifest.variant(variant_id)
@@ -315,7 +315,7 @@ class GateState:
 
     def blocked_check(self, check: str, variant_id: str) -> tuple[str, str] | None:
         """(verdict, reason) when a variant the check needs crashed or hung in its probe."""
-        from equivalence.isolation import blocked_check
+        from mge_harness.equivalence.isolation import blocked_check
 
         if not self.blocked:
             return None
@@ -360,7 +360,7 @@ def _steer(result) -> None:
 
 
 def _marks(check: str, manifest, entry) -> list:
-    from equivalence.checks import GATE_CHECKS
+    from mge_harness.equivalence.checks import GATE_CHECKS
 
     record = GATE_CHECKS[check]
     reason = record.skip_reason(manifest, entry)
@@ -402,7 +402,7 @@ def pytest_collection_modifyitems(config, items):
 
 def _full_gate(manifest) -> set[tuple[str, str]]:
     """Every (variant, check) a full gate run on ``manifest`` reports."""
-    from equivalence.checks import GATE_CHECKS
+    from mge_harness.equivalence.checks import GATE_CHECKS
 
     return {(entry.id, check) for entry in manifest.variants for check in GATE_CHECKS}
 
@@ -437,7 +437,7 @@ def pytest_xdist_node_collection_finished(node, ids):
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """xdist controller: ship the probe results of a release it validated to the workers."""
-    from equivalence.isolation import WORKERINPUT_KEY, to_workerinput
+    from mge_harness.equivalence.isolation import WORKERINPUT_KEY, to_workerinput
 
     state = node.config.stash[STATE]
     if state.blocked is not None:
@@ -448,7 +448,7 @@ def _prepare_items(config, state, gate_items) -> None:
     # Raised here, not during collection, so pytest prints one "ERROR: ..." line, no traceback.
     # A session that never asked for the release (no gate or benchmark tests, as in a project
     # that merely has the plugin installed) does not export or load one here.
-    from exporters.session import release_requested
+    from mge_harness.exporters.session import release_requested
 
     if release_requested(config) and state.error:
         raise pytest.UsageError(state.error)
@@ -490,7 +490,7 @@ def pytest_sessionstart(session):
 def pytest_runtest_setup(item):
     marker = item.get_closest_marker("gate_check")
     if marker is not None:
-        from equivalence.checks import runtime_skip_reason
+        from mge_harness.equivalence.checks import runtime_skip_reason
 
         reason = runtime_skip_reason(marker.args[0])
         if reason:

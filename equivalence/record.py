@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.compare import CompareResult
+from mge_harness.equivalence.compare import CompareResult
 
 #: Check verdicts, worst first: a check's verdict is the worst over its setup/call/teardown.
 #: ``crashed``/``timeout``: the variant crashed or hung in its probe and was never checked.
@@ -95,7 +95,7 @@ def failure_text(
 ) -> str:
     """What a failing check says: what failed, the comparison, ``notes`` (the closest
     explanation, the evidence image), how to reproduce it."""
-    from equivalence.checks import GATE_CHECKS
+    from mge_harness.equivalence.checks import GATE_CHECKS
 
     return (
         f"{variant_id} fails the {check} check ({GATE_CHECKS[check].description}) "
@@ -124,7 +124,7 @@ def save_counterexample(npy: Path, release: Path, images: np.ndarray, meta: dict
 
     import cv2
 
-    from exporters.files import atomic_write_bytes
+    from mge_harness.exporters.files import atomic_write_bytes
 
     npy.parent.mkdir(parents=True, exist_ok=True)
     for old in npy.parent.glob(f"{npy.stem}-*.png"):
@@ -143,7 +143,7 @@ def save_counterexample(npy: Path, release: Path, images: np.ndarray, meta: dict
 
 def write_json_atomic(path: Path, document: Any) -> None:
     """Writes strict JSON so that readers see the old file or the whole new one."""
-    from exporters.files import atomic_write_json
+    from mge_harness.exporters.files import atomic_write_json
 
     atomic_write_json(path, document)
 
@@ -234,7 +234,7 @@ def gate_document(
         }
         for variant, checks in by_variant.items()
     ]
-    from exporters.version import harness_version
+    from mge_harness.exporters.version import harness_version
 
     return {
         "harness_version": harness_version(),

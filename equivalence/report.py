@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
-from equivalence.checks import GATE_CHECKS
-from equivalence.record import check_record, gate_document, worst_verdict, write_json_atomic
+from mge_harness.equivalence.checks import GATE_CHECKS
+from mge_harness.equivalence.record import check_record, gate_document, worst_verdict, write_json_atomic
 
 _CHECK_ORDER = {name: i for i, name in enumerate(GATE_CHECKS)}
 
@@ -221,7 +221,7 @@ class GateReport:
 def _notes(records: list[dict]) -> list[str]:
     """Headline lines for checks that no variant could run for a reason that leaves a class of
     defects unseen: the eager check without a model source."""
-    from equivalence.checks import NO_EAGER_SOURCE
+    from mge_harness.equivalence.checks import NO_EAGER_SOURCE
 
     skipped = [r for r in records if r["check"] == "eager" and r["message"] == NO_EAGER_SOURCE]
     return [NO_EAGER_SOURCE] if skipped else []

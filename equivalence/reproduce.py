@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.errors import HarnessError, run_cli
+from mge_harness.exporters.errors import HarnessError, run_cli
 
 
 def _sidecar(npy: Path) -> dict:
@@ -31,7 +31,7 @@ def _sidecar(npy: Path) -> dict:
 
 def load_images(npy: Path) -> np.ndarray:
     """The saved batch, checked to be uint8 (N, H, W, 3)."""
-    from exporters.preprocess import check_images
+    from mge_harness.exporters.preprocess import check_images
 
     try:
         images = np.load(npy, allow_pickle=False)
@@ -41,13 +41,13 @@ def load_images(npy: Path) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from exporters.quiet import probe_cuda_quietly
+    from mge_harness.exporters.quiet import probe_cuda_quietly
 
     probe_cuda_quietly()
-    from equivalence.gate import Gate
-    from equivalence.tolerances import CHECKS, load_tolerances
-    from exporters.manifest import load_manifest
-    from exporters.session import with_eager_option
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.equivalence.tolerances import CHECKS, load_tolerances
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.session import with_eager_option
 
     parser = argparse.ArgumentParser(prog="python -m equivalence.reproduce", description=__doc__)
     parser.add_argument("npy", type=Path, help="a counterexample .npy saved by the gate")

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.compare import OutputScale, worst_row_rms
-from exporters.errors import HarnessError
+from mge_harness.equivalence.compare import OutputScale, worst_row_rms
+from mge_harness.exporters.errors import HarnessError
 
 #: The spread must be at least this many times the float noise.
 NOISE_FACTOR = 1e4
@@ -99,8 +99,8 @@ def distinct_images(size: tuple[int, int]) -> np.ndarray:
     photos (scikit-image) and four smooth image-like pictures with edges."""
     import cv2
 
-    from equivalence.strategies import PHOTOS, _load_photo
-    from exporters.zoo import calibration_images
+    from mge_harness.equivalence.strategies import PHOTOS, _load_photo
+    from mge_harness.exporters.zoo import calibration_images
 
     height, width = size
     photos = [

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from equivalence.checks import GATE_CHECKS, Check, examples
+from mge_harness.equivalence.checks import GATE_CHECKS, Check, examples
 
 
 def _test_for(check: Check):

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from equivalence.checks import GATE_CHECKS
-from equivalence.compare import Tolerance
-from exporters.errors import HarnessError
-from exporters.files import check_regular
+from mge_harness.equivalence.checks import GATE_CHECKS
+from mge_harness.equivalence.compare import Tolerance
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.files import check_regular
 
 #: The check kinds of the gate, and what each one compares (from the check registry).
 CHECKS: Mapping[str, str] = {name: check.description for name, check in GATE_CHECKS.items()}

@@ -14,6 +14,6 @@ os.environ.setdefault("RUNTIME_OVERRIDE_LOG_LEVEL", "3")
 # MegEngine imports pkg_resources on start-up, and setuptools warns about that on stderr.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-from exporters.errors import HarnessError  # noqa: E402
+from mge_harness.exporters.errors import HarnessError  # noqa: E402
 
 __all__ = ["HarnessError"]

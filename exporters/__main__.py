@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from exporters.errors import HarnessError, run_cli
+from mge_harness.exporters.errors import HarnessError, run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -92,8 +92,8 @@ def _refuse_factory_options(args: argparse.Namespace, spec) -> None:
 
 
 def model_spec(args: argparse.Namespace):
-    from exporters.preprocess import IMAGENET_BGR_MEAN, IMAGENET_BGR_STD, PreprocessSpec
-    from exporters.zoo import builtin_spec, is_factory_reference, user_spec
+    from mge_harness.exporters.preprocess import IMAGENET_BGR_MEAN, IMAGENET_BGR_STD, PreprocessSpec
+    from mge_harness.exporters.zoo import builtin_spec, is_factory_reference, user_spec
 
     if not is_factory_reference(args.model):
         spec = builtin_spec(args.model)
@@ -119,11 +119,11 @@ def model_spec(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from exporters.quiet import probe_cuda_quietly
+    from mge_harness.exporters.quiet import probe_cuda_quietly
 
     probe_cuda_quietly()
-    from exporters.export import export_release, stderr_progress
-    from exporters.variants import select_variants
+    from mge_harness.exporters.export import export_release, stderr_progress
+    from mge_harness.exporters.variants import select_variants
 
     spec = model_spec(args)
     variants = select_variants(spec.name, args.variants)

@@ -2,7 +2,7 @@
 
 Python::
 
-    from exporters.classify import Classifier
+    from mge_harness.exporters.classify import Classifier
 
     with Classifier("releases/efficientnet_lite0") as classifier:
         for result in classifier.classify(["chelsea.png", bgr_array]):
@@ -47,11 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from exporters.devices import DeviceConfig, get_device_config
-from exporters.errors import HarnessError, run_cli
-from exporters.files import check_regular
-from exporters.images import MAX_IMAGE_PIXELS, ImageInput, image_inputs
-from exporters.manifest import MANIFEST, Manifest, VariantEntry, load_manifest, path_inside
+from mge_harness.exporters.devices import DeviceConfig, get_device_config
+from mge_harness.exporters.errors import HarnessError, run_cli
+from mge_harness.exporters.files import check_regular
+from mge_harness.exporters.images import MAX_IMAGE_PIXELS, ImageInput, image_inputs
+from mge_harness.exporters.manifest import MANIFEST, Manifest, VariantEntry, load_manifest, path_inside
 
 #: Images per forward. Bounds memory (decoded images and the float batch) on long lists.
 DEFAULT_BATCH_SIZE = 8
@@ -137,7 +137,7 @@ def class_names(manifest: Manifest, count: int) -> list[str]:
 
 
 def _imagenet() -> list[str]:
-    from exporters.models.imagenet import class_names as imagenet_names
+    from mge_harness.exporters.models.imagenet import class_names as imagenet_names
 
     return imagenet_names()
 
@@ -180,7 +180,7 @@ class Classifier:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = MAX_IMAGE_PIXELS,
     ):
-        from exporters.runners import image_runner
+        from mge_harness.exporters.runners import image_runner
 
         check_positive(top_k, "top_k")
         check_positive(batch_size, "batch_size")
@@ -242,8 +242,8 @@ class Classifier:
         ]
 
     def _logits(self, images: list[np.ndarray]) -> np.ndarray:
-        from exporters.preprocess import reference_preprocess
-        from exporters.runners import HostPreprocessRunner
+        from mge_harness.exporters.preprocess import reference_preprocess
+        from mge_harness.exporters.runners import HostPreprocessRunner
 
         runner = self.runner
         if isinstance(runner, HostPreprocessRunner):
@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_positive(args.top_k, "--top-k")
     check_positive(args.batch_size, "--batch-size")
     check_positive(args.max_pixels, "--max-pixels")
-    from exporters.quiet import probe_cuda_quietly
+    from mge_harness.exporters.quiet import probe_cuda_quietly
 
     probe_cuda_quietly()
     options = (args.variant, args.device, args.top_k, args.batch_size, args.max_pixels)

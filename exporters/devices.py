@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 #: Lite algorithm-selection strategies by name (``LiteAlgoSelectStrategy`` flags).
 ALGO_POLICIES = {
@@ -113,7 +113,7 @@ def get_device_config(name: str | DeviceConfig) -> DeviceConfig:
 @lru_cache(maxsize=1)
 def cuda_device_count() -> int:
     """How many CUDA devices MegEngine Lite sees (0 on a machine without a GPU)."""
-    from exporters.quiet import probe_cuda_quietly
+    from mge_harness.exporters.quiet import probe_cuda_quietly
 
     return probe_cuda_quietly()
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.errors import HarnessError, first_line
-from exporters.manifest import (
+from mge_harness.exporters.errors import HarnessError, first_line
+from mge_harness.exporters.manifest import (
     MANIFEST,
     Manifest,
     ModelSource,
@@ -35,10 +35,10 @@ from exporters.manifest import (
     load_manifest,
     write_manifest,
 )
-from exporters.outputs import default_kinds
-from exporters.preprocess import PreprocessSpec, preprocessing_recipe
-from exporters.variants import Variant, default_matrix
-from exporters.zoo import ModelSpec
+from mge_harness.exporters.outputs import default_kinds
+from mge_harness.exporters.preprocess import PreprocessSpec, preprocessing_recipe
+from mge_harness.exporters.variants import Variant, default_matrix
+from mge_harness.exporters.zoo import ModelSpec
 
 Progress = Callable[[str], None]
 LOCK = ".export.lock"
@@ -92,7 +92,7 @@ def _graph_function(module, variant: Variant, model: ModelSpec, outputs: dict):
     """The traced function: preprocessing (for raw-input variants), the module, and its return
     value flattened to a list of tensors (``exporters.outputs``); ``outputs`` gets their names
     and shapes as the trace runs."""
-    from exporters.outputs import flatten_outputs
+    from mge_harness.exporters.outputs import flatten_outputs
 
     recipe = (
         None if variant.preprocessing == "external" else preprocessing_recipe(variant.preprocessing)
@@ -323,7 +323,7 @@ def _quantized(module, model: ModelSpec, variant: Variant):
     """``module`` itself, or its int8 quantization for a quantized variant (``exporters.int8``)."""
     if variant.quantization is None:
         return module
-    from exporters.int8 import int8_module
+    from mge_harness.exporters.int8 import int8_module
 
     return int8_module(module, model)
 
@@ -334,8 +334,8 @@ WEIGHTS = "weights.npz"
 def _write_source(model: ModelSpec, module, root: Path) -> ModelSource:
     """Writes the exported weights beside the dumps (``weights.npz``): the gate rebuilds the
     eager module from the factory and these, whatever the factory's own initialisation does."""
-    from exporters.files import atomic_write_bytes
-    from exporters.zoo import state_dict_npz
+    from mge_harness.exporters.files import atomic_write_bytes
+    from mge_harness.exporters.zoo import state_dict_npz
 
     path = root / WEIGHTS
     atomic_write_bytes(path, state_dict_npz(module))

@@ -12,7 +12,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),

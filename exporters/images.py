@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 _EXPECTED_SHAPE = "expected (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA"
 
@@ -129,7 +129,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
     """Decodes an image file into uint8 BGR (H, W, 3) by the module's rules."""
     import cv2
 
-    from exporters.quiet import captured_stderr
+    from mge_harness.exporters.quiet import captured_stderr
 
     path = Path(path)
     check_image_file(path)

@@ -76,8 +76,8 @@ import copy
 
 import numpy as np
 
-from exporters.errors import HarnessError, first_line
-from exporters.preprocess import PreprocessSpec
+from mge_harness.exporters.errors import HarnessError, first_line
+from mge_harness.exporters.preprocess import PreprocessSpec
 
 QUANTIZATIONS = ("int8",)
 
@@ -118,7 +118,7 @@ def calibration_photos() -> list[np.ndarray]:
     """The calibration photos as uint8 BGR images of their own sizes."""
     import skimage.data
 
-    from exporters.images import to_bgr8
+    from mge_harness.exporters.images import to_bgr8
 
     photos = []
     for name in CALIBRATION_PHOTOS:
@@ -131,8 +131,8 @@ def calibration_photos() -> list[np.ndarray]:
 
 def calibration_batch(spec: PreprocessSpec) -> np.ndarray:
     """Calibration inputs, float32 NCHW as the reference pipeline preprocesses them."""
-    from exporters.preprocess import reference_preprocess
-    from exporters.zoo import calibration_images
+    from mge_harness.exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.zoo import calibration_images
 
     photos = [reference_preprocess(p[None], spec) for p in calibration_photos()]
     generated = calibration_images(CALIBRATION_GENERATED, spec.size, CALIBRATION_SEED)

@@ -14,12 +14,12 @@ from pathlib import Path
 from string import hexdigits
 from typing import Any
 
-from exporters.errors import HarnessError
-from exporters.files import atomic_write_bytes, check_regular, special_kind
-from exporters.outputs import OutputSpec, parse_outputs
-from exporters.preprocess import PreprocessSpec
-from exporters.schema import TOP, check_keys
-from exporters.variants import PREPROCESSINGS, QUANTIZATIONS, RAW_INPUT_PREPROCESSINGS
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.files import atomic_write_bytes, check_regular, special_kind
+from mge_harness.exporters.outputs import OutputSpec, parse_outputs
+from mge_harness.exporters.preprocess import PreprocessSpec
+from mge_harness.exporters.schema import TOP, check_keys
+from mge_harness.exporters.variants import PREPROCESSINGS, QUANTIZATIONS, RAW_INPUT_PREPROCESSINGS
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -285,7 +285,7 @@ def _check_format_version(version: Any, source: str) -> None:
 def _parse_source(item: Any, root: Path, source: str) -> ModelSource | None:
     """The manifest's ``source``: ``{"factory": "pkg.module:callable", "weights": {"file",
     "sha256"}}`` (weights optional; a bare file name is accepted too)."""
-    from exporters.zoo import is_factory_reference
+    from mge_harness.exporters.zoo import is_factory_reference
 
     if item is None:
         return None

@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from exporters.errors import HarnessError
-from exporters.schema import check_keys
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.schema import check_keys
 
 SINGLE = "logits"
 KINDS = ("logits", "tensor")

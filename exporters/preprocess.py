@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from exporters.errors import HarnessError
-from exporters.schema import check_keys
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.schema import check_keys
 
 COLORS = ("bgr", "rgb")
 INTERPOLATIONS = ("linear",)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 #: Seconds one variant's probe may take before it counts as hung. Defaults to 120.
 DEFAULT_TIMEOUT_S = 120.0
@@ -76,7 +76,7 @@ def probe_command(
     command = [
         sys.executable,
         "-m",
-        "exporters.probe",
+        "mge_harness.exporters.probe",
         "--release",
         str(Path(release_dir).resolve()),
     ]
@@ -225,8 +225,8 @@ def _integers(text: str, separator: str, count: int | None, option: str) -> tupl
 def _probe(release: str, variant_ids: list[str], device: str, batch_sizes, image_size) -> None:
     import numpy as np
 
-    from exporters.manifest import load_manifest
-    from exporters.runners import image_runner
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.runners import image_runner
 
     manifest = load_manifest(release)
     rng = np.random.default_rng(0)
@@ -272,6 +272,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from exporters.errors import run_cli
+    from mge_harness.exporters.errors import run_cli
 
     sys.exit(run_cli(main))

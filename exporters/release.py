@@ -6,8 +6,8 @@ import os
 from functools import cache
 from pathlib import Path
 
-from exporters.export import Progress, export_release, stderr_progress
-from exporters.zoo import BUILTIN_MODELS, builtin_spec
+from mge_harness.exporters.export import Progress, export_release, stderr_progress
+from mge_harness.exporters.zoo import BUILTIN_MODELS, builtin_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +16,7 @@ def cache_root() -> Path:
     """Where built-in releases live: ``$MGE_HARNESS_CACHE``. Defaults to ``<repo>/.harness-cache``
     when running from a source checkout of this project, else to the user's cache folder,
     ``$XDG_CACHE_HOME/mge-harness`` (``~/.cache/mge-harness``)."""
-    from exporters.version import source_checkout
+    from mge_harness.exporters.version import source_checkout
 
     if os.environ.get("MGE_HARNESS_CACHE"):
         return Path(os.environ["MGE_HARNESS_CACHE"])
@@ -55,7 +55,7 @@ def eager_source(manifest) -> str | None:
     """What the eager module of ``manifest``'s model is rebuilt from ("built-in resnet18",
     "tests.userzoo:small_net with weights.npz"), or None when the release carries no way to
     rebuild it (a hand-written manifest without ``source`` and no ``--eager``)."""
-    from exporters.zoo import BUILTIN_MODELS, builtin_spec
+    from mge_harness.exporters.zoo import BUILTIN_MODELS, builtin_spec
 
     source = manifest.source
     if source is not None:
@@ -70,8 +70,8 @@ def eager_source(manifest) -> str | None:
 def eager_module(manifest):
     """The eager MegEngine module ``manifest``'s variants were traced from (``eager_source``);
     HarnessError in one line when its source cannot be built or holds other weights."""
-    from exporters.errors import HarnessError
-    from exporters.zoo import build_factory, weights_digest
+    from mge_harness.exporters.errors import HarnessError
+    from mge_harness.exporters.zoo import build_factory, weights_digest
 
     source = manifest.source
     if source is None:

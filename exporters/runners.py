@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.devices import DeviceConfig, get_device_config, unavailable_reason
-from exporters.errors import HarnessError, first_line
-from exporters.files import check_regular
-from exporters.manifest import InputSpec, Manifest, VariantEntry
-from exporters.preprocess import PreprocessSpec, check_images, reference_preprocess
-from exporters.quiet import captured_stderr
+from mge_harness.exporters.devices import DeviceConfig, get_device_config, unavailable_reason
+from mge_harness.exporters.errors import HarnessError, first_line
+from mge_harness.exporters.files import check_regular
+from mge_harness.exporters.manifest import InputSpec, Manifest, VariantEntry
+from mge_harness.exporters.preprocess import PreprocessSpec, check_images, reference_preprocess
+from mge_harness.exporters.quiet import captured_stderr
 
 
 class _DropLiteErrorLog(logging.Filter):
@@ -138,7 +138,7 @@ class LiteRunner(Runner):
                 f"{self.path}: MegEngine Lite cannot load it ({first_line(err)})"
             ) from None
         if self.device.algo_policy:
-            from exporters.devices import ALGO_POLICIES
+            from mge_harness.exporters.devices import ALGO_POLICIES
 
             flags = 0
             for flag in ALGO_POLICIES[self.device.algo_policy]:
@@ -298,8 +298,8 @@ class EagerRunner(Runner):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import megengine as mge
 
-        from exporters.outputs import flatten_outputs
-        from exporters.preprocess import preprocessing_recipe
+        from mge_harness.exporters.outputs import flatten_outputs
+        from mge_harness.exporters.preprocess import preprocessing_recipe
 
         x = mge.tensor(feed["data"])
         if self.fused is not None:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from exporters.errors import HarnessError
-from exporters.files import check_regular
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.files import check_regular
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:

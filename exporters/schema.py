@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 SCHEMA = Path(__file__).with_name("manifest.schema.json")
 #: The name of the top-level object among the schema's objects (the others are ``$defs``).

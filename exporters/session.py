@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporters.errors import HarnessError
-from exporters.manifest import Manifest
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ def with_eager_option(manifest: Manifest, factory: str | None, weights: str | No
     from dataclasses import replace
     from pathlib import Path
 
-    from exporters.manifest import ModelSource, file_sha256
-    from exporters.zoo import is_factory_reference
+    from mge_harness.exporters.manifest import ModelSource, file_sha256
+    from mge_harness.exporters.zoo import is_factory_reference
 
     if factory is None:
         if weights is not None:
@@ -68,9 +68,9 @@ def session_release(config) -> SessionRelease:
     """The release of this pytest session (``--release`` or the built-in ``--model``), loaded
     once per process."""
     if _KEY not in config.stash:
-        from exporters.manifest import load_manifest
-        from exporters.quiet import probe_cuda_quietly
-        from exporters.release import resolve_release
+        from mge_harness.exporters.manifest import load_manifest
+        from mge_harness.exporters.quiet import probe_cuda_quietly
+        from mge_harness.exporters.release import resolve_release
 
         # MegEngine's CUDA probe chatter (nine info:/debug: lines on a machine without a GPU)
         # is triggered with stderr silenced, before anything exports or loads a model.

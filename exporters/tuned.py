@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from exporters.errors import HarnessError
-from exporters.files import check_regular
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.files import check_regular
 
 #: The ``format_version`` this module reads.
 FORMAT_VERSION = 1

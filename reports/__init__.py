@@ -8,6 +8,6 @@ Entry points: ``python -m reports`` (see :mod:`reports.cli`), :func:`reports.bui
 :func:`reports.compare.compare_runs`.
 """
 
-from reports.errors import ReportError
+from mge_harness.reports.errors import ReportError
 
 __all__ = ["ReportError"]

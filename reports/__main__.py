@@ -2,6 +2,6 @@
 
 import sys
 
-from reports.cli import main
+from mge_harness.reports.cli import main
 
 sys.exit(main())

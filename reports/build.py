@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import defaults
-from reports.compare import Comparison
-from reports.content import ReportInputs, comparison_sections, sections
-from reports.document import Figure, Section, to_html, to_markdown
-from reports.errors import ReportError
-from reports.sources import load_runs, read_gate
-from reports.table import build_table
+from mge_harness.reports import defaults
+from mge_harness.reports.compare import Comparison
+from mge_harness.reports.content import ReportInputs, comparison_sections, sections
+from mge_harness.reports.document import Figure, Section, to_html, to_markdown
+from mge_harness.reports.errors import ReportError
+from mge_harness.reports.sources import load_runs, read_gate
+from mge_harness.reports.table import build_table
 
 TITLE = "MegEngine variant benchmarks"
 

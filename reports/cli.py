@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports import defaults
-from reports.errors import ReportError, require_reports_extra
+from mge_harness.reports import defaults
+from mge_harness.reports.errors import ReportError, require_reports_extra
 
 EPILOG = """\
 examples:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(args: argparse.Namespace) -> int:
     if args.fail_on:
         raise ReportError("--fail-on needs --compare BASE CAND")
-    from reports.build import write_report
+    from mge_harness.reports.build import write_report
 
     written = write_report(
         benchmarks=args.benchmarks,
@@ -133,7 +133,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _gate_status(args: argparse.Namespace) -> int:
-    from reports.sources import read_gate
+    from mge_harness.reports.sources import read_gate
 
     path = args.gate or defaults.GATE
     if not Path(path).is_file():
@@ -146,10 +146,10 @@ def _gate_status(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from reports.build import comparison_markdown, write_comparison
-    from reports.compare import compare_runs
-    from reports.rules import RegressionRule
-    from reports.sources import find_run, read_run
+    from mge_harness.reports.build import comparison_markdown, write_comparison
+    from mge_harness.reports.compare import compare_runs
+    from mge_harness.reports.rules import RegressionRule
+    from mge_harness.reports.sources import find_run, read_run
 
     rules = [RegressionRule.parse(text) for text in args.fail_on]
     base, candidate = (read_run(find_run(ref, args.benchmarks)) for ref in args.compare)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from reports.defaults import ALPHA
-from reports.rules import RegressionRule
-from reports.sources import SavedRun
-from reports.table import build_table
+from mge_harness.reports.defaults import ALPHA
+from mge_harness.reports.rules import RegressionRule
+from mge_harness.reports.sources import SavedRun
+from mge_harness.reports.table import build_table
 
 _SIDES = {"left_only": "only in base", "right_only": "only in candidate"}
 

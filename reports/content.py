@@ -6,19 +6,19 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports import formatting as fmt
-from reports.compare import Comparison
-from reports.document import Bullets, Section, Table, Text
-from reports.gate import METRICS, check_rows
-from reports.plots import per_device_figures, speedup_figure
-from reports.sources import SavedRun
-from reports.speedups import (
+from mge_harness.reports import formatting as fmt
+from mge_harness.reports.compare import Comparison
+from mge_harness.reports.document import Bullets, Section, Table, Text
+from mge_harness.reports.gate import METRICS, check_rows
+from mge_harness.reports.plots import per_device_figures, speedup_figure
+from mge_harness.reports.sources import SavedRun
+from mge_harness.reports.speedups import (
     FUSED_VS_EXTERNAL,
     FUSION_ON_VS_OFF,
     Pairing,
     device_pairings,
 )
-from reports.table import current_view, device_label
+from mge_harness.reports.table import current_view, device_label
 
 
 @dataclass(frozen=True)

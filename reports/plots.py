@@ -12,9 +12,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from reports.document import Figure
-from reports.speedups import Pairing
-from reports.table import device_label
+from mge_harness.reports.document import Figure
+from mge_harness.reports.speedups import Pairing
+from mge_harness.reports.table import device_label
 
 
 def _measured(view: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from reports.errors import ReportError
+from mge_harness.reports.errors import ReportError
 
 FIELDS = ("min", "max", "mean", "median", "stddev", "iqr", "p90", "p99")
 _RULE = re.compile(

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from reports.errors import ReportError
+from mge_harness.reports.errors import ReportError
 
 RUN_NUMBER = re.compile(r"^(\d{4})_")
 

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from reports.defaults import NOISY_CV
-from reports.gate import variant_summary
-from reports.sources import SavedRun
-from reports.stats import STAT_FIELDS, timing_stats
+from mge_harness.reports.defaults import NOISY_CV
+from mge_harness.reports.gate import variant_summary
+from mge_harness.reports.sources import SavedRun
+from mge_harness.reports.stats import STAT_FIELDS, timing_stats
 
 PROVENANCE = (
     "host",

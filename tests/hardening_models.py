@@ -163,7 +163,7 @@ def dump_slow_raw_input(path: Path) -> None:
     import megengine.functional as F
     import megengine.module as M
 
-    from exporters.export import dump_graph
+    from mge_harness.exporters.export import dump_graph
 
     class FullResolutionNet(M.Module):
         def __init__(self):
@@ -185,7 +185,7 @@ def dump_slow_raw_input(path: Path) -> None:
 
 def gate_result(gate_json: Path) -> dict:
     """The document a gate run left: gate.json, else the refusal beside it (``{}`` when none)."""
-    from equivalence.report import error_path
+    from mge_harness.equivalence.report import error_path
 
     for path in (gate_json, error_path(gate_json)):
         if path.exists():

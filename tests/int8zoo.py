@@ -10,8 +10,8 @@ with ``+`` instead of ``M.Concat``: int8 tensors of two scales, which MegEngine 
 import megengine.functional as F
 import megengine.module as M
 
-from exporters.preprocess import PreprocessSpec
-from exporters.zoo import calibrate_batchnorm, seeded_state_dict
+from mge_harness.exporters.preprocess import PreprocessSpec
+from mge_harness.exporters.zoo import calibrate_batchnorm, seeded_state_dict
 
 SIZE = (64, 64)
 

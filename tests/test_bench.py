@@ -11,20 +11,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench.cases import RAW_BATCH, RAW_DEVICE, build_cases
-from bench.grid import (
+from mge_harness.bench.cases import RAW_BATCH, RAW_DEVICE, build_cases
+from mge_harness.bench.grid import (
     full_grid,
     parse_batch_sizes,
     parse_devices,
     quick_grid,
     select_grid,
 )
-from bench.inputs import IMAGE_SIZE, image_batch, model_feed
-from bench.machine import SIMD_FLAGS, cpu_model_and_flags
-from bench.state import sidecar_document, sidecar_name
-from exporters.devices import DEVICE_CONFIGS, QUICK_DEVICES
-from exporters.errors import HarnessError
-from exporters.probe import classify_exit, run_probe
+from mge_harness.bench.inputs import IMAGE_SIZE, image_batch, model_feed
+from mge_harness.bench.machine import SIMD_FLAGS, cpu_model_and_flags
+from mge_harness.bench.state import sidecar_document, sidecar_name
+from mge_harness.exporters.devices import DEVICE_CONFIGS, QUICK_DEVICES
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.probe import classify_exit, run_probe
 
 # --- grid ----------------------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ def test_model_feed_matches_the_variant_input(tiny_manifest):
 
 
 def test_loaded_runners_load_once_and_release_the_oldest(tiny_manifest):
-    from bench.loaded import LoadedRunners
+    from mge_harness.bench.loaded import LoadedRunners
 
     external, fused = (
         next(e for e in tiny_manifest.variants if e.preprocessing == p)
@@ -247,7 +247,7 @@ def test_sidecar_without_a_saved_run_gets_its_own_time_and_machine():
 
 @pytest.fixture(scope="module")
 def tiny_manifest():
-    from exporters.manifest import load_manifest
-    from exporters.release import builtin_release
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.release import builtin_release
 
     return load_manifest(builtin_release("tiny", progress=None))

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.cases import build_cases
-from bench.grid import GRID_ENV, full_grid, quick_grid, select_grid
-from exporters.manifest import load_manifest
+from mge_harness.bench.cases import build_cases
+from mge_harness.bench.grid import GRID_ENV, full_grid, quick_grid, select_grid
+from mge_harness.exporters.manifest import load_manifest
 from tests.hardening_models import dump_nchw44_crasher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def saved_files(storage: Path) -> tuple[list[dict], list[dict]]:
 
 @pytest.fixture(scope="module")
 def tiny_release() -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release("tiny", progress=None)
 
@@ -93,7 +93,7 @@ def test_batch_and_device_options_shape_the_collected_ids(tiny_release):
 
 
 def test_cuda_config_is_collected_and_skipped_with_the_reason(tiny_release, tmp_path):
-    from exporters.devices import cuda_skip_reason
+    from mge_harness.exporters.devices import cuda_skip_reason
 
     reason = cuda_skip_reason()
     if reason is None:
@@ -240,7 +240,7 @@ def test_every_timed_case_records_its_cpu_time_and_the_report_shows_it(tiny_rele
         assert info["cpu_per_wall"] == pytest.approx(info["cpu_s"] / info["wall_s"])
     # One thread keeps to about one core; the report shows the figure.
     assert infos["cpu"]["cpu_per_wall"] < 1.9
-    from reports.cli import main
+    from mge_harness.reports.cli import main
 
     out = tmp_path / "report"
     assert main(["--benchmarks", str(tmp_path / "runs"), "--out", str(out)]) == 0

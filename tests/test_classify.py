@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.classify import Classifier, class_names, format_text, main, softmax
-from exporters.errors import HarnessError, run_cli
-from exporters.images import read_image, to_bgr8
-from exporters.variants import default_matrix
+from mge_harness.exporters.classify import Classifier, class_names, format_text, main, softmax
+from mge_harness.exporters.errors import HarnessError, run_cli
+from mge_harness.exporters.images import read_image, to_bgr8
+from mge_harness.exporters.variants import default_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,8 +40,8 @@ COFFEE_TOP5 = {504, 967, 968}
 
 
 def export(model: str, folder: Path) -> Path:
-    from exporters.export import export_release
-    from exporters.zoo import builtin_spec
+    from mge_harness.exporters.export import export_release
+    from mge_harness.exporters.zoo import builtin_spec
 
     export_release(builtin_spec(model), folder, progress=None)
     return folder
@@ -54,7 +54,7 @@ def tiny_release(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lite0_release(tmp_path_factory) -> Path:
-    from exporters.models.efficientnet import default_weights_path
+    from mge_harness.exporters.models.efficientnet import default_weights_path
 
     try:
         default_weights_path()
@@ -100,7 +100,7 @@ def top5(result) -> list[tuple[int, str, float]]:
 
 @pytest.mark.parametrize("variant", LITE0_VARIANTS)
 def test_photos_are_classified_by_every_variant(lite0_results, photos, variant):
-    from exporters.models.imagenet import class_names as imagenet_names
+    from mge_harness.exporters.models.imagenet import class_names as imagenet_names
 
     results = lite0_results[variant]
     assert [r.source for r in results.values()] == [str(p) for p in photos.values()]
@@ -184,7 +184,7 @@ def test_default_variant_skips_expected_failures(tiny_release, tmp_path):
 @pytest.fixture(scope="module")
 def pictures() -> list[np.ndarray]:
     """Three BGR pictures: two 40x52 and one 37x29, so batches have to be grouped."""
-    from exporters.zoo import calibration_images
+    from mge_harness.exporters.zoo import calibration_images
 
     same = calibration_images(2, (40, 52), seed=1)
     return [same[0], calibration_images(1, (37, 29), seed=2)[0], same[1]]
@@ -299,7 +299,7 @@ def test_manifest_labels_name_the_classes(tiny_release, tmp_path, pictures, labe
 def test_bad_manifest_labels_are_one_line_errors(tiny_release, tmp_path, labels, message):
     release = edited_copy(tiny_release, tmp_path / "rel", lambda d: d.update(labels=labels))
     (tmp_path / "outside.txt").write_text("x\n" * 10)
-    from exporters.manifest import load_manifest
+    from mge_harness.exporters.manifest import load_manifest
 
     with pytest.raises(HarnessError, match=message):
         class_names(load_manifest(release), 10)
@@ -310,7 +310,7 @@ def test_bad_manifest_labels_are_one_line_errors(tiny_release, tmp_path, labels,
 
 @pytest.fixture(scope="module")
 def bgr() -> np.ndarray:
-    from exporters.zoo import calibration_images
+    from mge_harness.exporters.zoo import calibration_images
 
     return calibration_images(1, (30, 44), seed=5)[0]
 

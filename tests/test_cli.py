@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.manifest import load_manifest
+from mge_harness.exporters.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from equivalence.compare import (
+from mge_harness.equivalence.compare import (
     CENTRED_COSINE_MIN,
     SPREAD_RATIO,
     CompareResult,
@@ -20,13 +20,13 @@ from equivalence.compare import (
     compare,
     compare_outputs,
 )
-from equivalence.tolerances import (
+from mge_harness.equivalence.tolerances import (
     CHECKS,
     DEFAULT_TOLERANCES,
     ToleranceTable,
     load_tolerances,
 )
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 LOOSE_COSINE = -1.0  # disables the cosine floor where a test is about the elementwise rule
 

@@ -22,14 +22,14 @@ NAMED = {"crop": "crop", "channel-swap": "channel-swap", "mean-std-reversed": "m
 
 
 def _brightness(data, spec):
-    from exporters.preprocess import fused_preprocess
+    from mge_harness.exporters.preprocess import fused_preprocess
 
     return fused_preprocess(data, spec) + 0.5  # half a std brighter: no family does this
 
 
 @pytest.fixture(scope="module")
 def tiny_release() -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release(MODEL, progress=None)
 
@@ -95,10 +95,10 @@ def test_bug_outside_the_families_has_no_known_explanation(gate_checks):
 
 
 def test_correct_variant_gets_no_diagnosis(gate_checks, planted_release):
-    from equivalence.diagnose import diagnose
-    from equivalence.gate import Gate
-    from equivalence.photos import photo_groups
-    from exporters.manifest import load_manifest
+    from mge_harness.equivalence.diagnose import diagnose
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.equivalence.photos import photo_groups
+    from mge_harness.exporters.manifest import load_manifest
 
     check = gate_checks[f"{MODEL}.fused.cbn-on"]
     assert check["verdict"] == "pass"
@@ -114,7 +114,7 @@ def test_correct_variant_gets_no_diagnosis(gate_checks, planted_release):
 def _panels(path: Path) -> list[np.ndarray]:
     import cv2
 
-    from equivalence.evidence import split_panels
+    from mge_harness.equivalence.evidence import split_panels
 
     image = cv2.imread(str(path))
     assert image is not None and min(image.shape[:2]) >= 224
@@ -137,10 +137,10 @@ def test_evidence_image_beside_the_counterexample(gate_checks, bug):
 
 def test_evidence_of_a_known_recipe_shows_the_graphs_own_input(tiny_release, tmp_path):
     """Built-in release: the identity-warp recipe, dumped alone and run, feeds the crop."""
-    from equivalence.diagnose import FAMILIES
-    from equivalence.evidence import evidence_photo, save_evidence, to_pixels, variant_feed
-    from equivalence.gate import Gate
-    from exporters.manifest import load_manifest
+    from mge_harness.equivalence.diagnose import FAMILIES
+    from mge_harness.equivalence.evidence import evidence_photo, save_evidence, to_pixels, variant_feed
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.exporters.manifest import load_manifest
 
     variant_id = f"{MODEL}.identity-warp.cbn-on"
     gate = Gate(load_manifest(tiny_release))

@@ -12,7 +12,7 @@ import importlib.metadata
 import numpy as np
 import pytest
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 #: Photo -> ImageNet classes that fit it (checked by looking at the photos).
 EXPECTED_TOP1 = {
@@ -29,7 +29,7 @@ SQUASHED = {"rocket"}
 
 @pytest.fixture(scope="module")
 def model():
-    from exporters.models.efficientnet import build_efficientnet_lite0, default_weights_path
+    from mge_harness.exporters.models.efficientnet import build_efficientnet_lite0, default_weights_path
 
     try:
         default_weights_path()
@@ -40,8 +40,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def spec():
-    from exporters.models.efficientnet import EFFICIENTNET_LITE0_PREPROCESS
-    from exporters.preprocess import PreprocessSpec
+    from mge_harness.exporters.models.efficientnet import EFFICIENTNET_LITE0_PREPROCESS
+    from mge_harness.exporters.preprocess import PreprocessSpec
 
     return PreprocessSpec.from_dict(EFFICIENTNET_LITE0_PREPROCESS, source="efficientnet")
 
@@ -82,7 +82,7 @@ def eager(model, x: np.ndarray) -> np.ndarray:
 def probabilities(model, spec, photos) -> dict[str, dict[str, np.ndarray]]:
     """Softmax per pipeline and photo. "crop": centre crop, then the harness pipeline;
     "resize": the harness pipeline alone (a plain ``cv2.resize`` to 224x224, no crop)."""
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     cropped = reference_preprocess(np.stack([center_crop(p) for p in photos.values()]), spec)
     resized = np.concatenate([reference_preprocess(p[None], spec) for p in photos.values()])
@@ -104,7 +104,7 @@ def _top(probs: np.ndarray, k: int) -> list[int]:
     + [("resize", p) for p in EXPECTED_TOP1 if p not in SQUASHED],
 )
 def test_photo_top1(probabilities, pipeline, photo):
-    from exporters.models.imagenet import class_names
+    from mge_harness.exporters.models.imagenet import class_names
 
     probs = probabilities[pipeline][photo]
     names = class_names()
@@ -127,8 +127,8 @@ def test_batch_of_three_matches_single_images(model):
 @pytest.fixture(scope="module")
 def dumped(model, tmp_path_factory):
     """The model traced at batch 1 and dumped with conv-bias fusion, as the exporter does."""
-    from exporters.export import dump_graph
-    from exporters.variants import Variant
+    from mge_harness.exporters.export import dump_graph
+    from mge_harness.exporters.variants import Variant
 
     path = tmp_path_factory.mktemp("efficientnet") / "efficientnet_lite0.mge"
     options = Variant("efficientnet_lite0", "external", True).dump_options()
@@ -155,7 +155,7 @@ def test_dumped_graph_through_lite_matches_eager(model, dumped, batch):
 def test_relu6_fuses_into_conv_bias(model, dumped):
     from megengine.utils.network import Network
 
-    from exporters.models.efficientnet import ConvBN
+    from mge_harness.exporters.models.efficientnet import ConvBN
 
     relu6_count = sum(1 for m in model.modules() if isinstance(m, ConvBN) and m.act)
     oprs = Network.load(str(dumped)).all_oprs
@@ -170,7 +170,7 @@ def test_relu6_fuses_into_conv_bias(model, dumped):
 
 
 def test_state_dict_names_map_onto_the_module():
-    from exporters.models.efficientnet import megengine_name
+    from mge_harness.exporters.models.efficientnet import megengine_name
 
     assert megengine_name("_blocks.3._bn1.running_var") == "blocks.3.depthwise.bn.running_var"
     assert megengine_name("_blocks.15._expand_conv.weight") == "blocks.15.expand.conv.weight"
@@ -182,14 +182,14 @@ def test_state_dict_names_map_onto_the_module():
 
 @pytest.fixture(scope="module")
 def torch_state(model):
-    from exporters.models.efficientnet import default_weights_path
-    from exporters.models.torchfile import load_legacy_state_dict
+    from mge_harness.exporters.models.efficientnet import default_weights_path
+    from mge_harness.exporters.models.torchfile import load_legacy_state_dict
 
     return load_legacy_state_dict(default_weights_path())
 
 
 def test_missing_or_misshapen_tensors_are_named(model, torch_state):
-    from exporters.models.efficientnet import convert_state_dict
+    from mge_harness.exporters.models.efficientnet import convert_state_dict
 
     partial = {k: v for k, v in torch_state.items() if k != "_fc.bias"}
     with pytest.raises(HarnessError, match=r"w\.pth: missing 1 tensors, e\.g\. \['fc\.bias'\]"):
@@ -200,7 +200,7 @@ def test_missing_or_misshapen_tensors_are_named(model, torch_state):
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
-    from exporters.models import efficientnet
+    from mge_harness.exporters.models import efficientnet
 
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -211,7 +211,7 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
 
 
 def test_other_weights_file_is_checked_before_use(tmp_path):
-    from exporters.models.efficientnet import build_efficientnet_lite0
+    from mge_harness.exporters.models.efficientnet import build_efficientnet_lite0
 
     path = tmp_path / "weights.pth"
     path.write_bytes(b"")
@@ -220,7 +220,7 @@ def test_other_weights_file_is_checked_before_use(tmp_path):
 
 
 def test_class_names():
-    from exporters.models.imagenet import class_names
+    from mge_harness.exporters.models.imagenet import class_names
 
     names = class_names()
     assert len(names) == len(set(names)) == 1000

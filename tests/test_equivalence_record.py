@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from equivalence import reproduce
-from equivalence.compare import Tolerance, compare
-from equivalence.record import (
+from mge_harness.equivalence import reproduce
+from mge_harness.equivalence.compare import Tolerance, compare
+from mge_harness.equivalence.record import (
     CheckRecorder,
     check_record,
     gate_document,
@@ -18,8 +18,8 @@ from equivalence.record import (
     variant_verdict,
     write_json_atomic,
 )
-from equivalence.report import phase_verdict
-from exporters.errors import HarnessError
+from mge_harness.equivalence.report import phase_verdict
+from mge_harness.exporters.errors import HarnessError
 
 TOL = Tolerance(atol=0.1, rtol=0.0, cosine_min=-1.0)
 

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from exporters.errors import HarnessError
-from exporters.export import export_release, op_histogram
-from exporters.manifest import load_manifest
-from exporters.runners import HostPreprocessRunner, LiteRunner, image_runner, lite_runner
-from exporters.variants import default_matrix, select_variants
-from exporters.zoo import builtin_spec
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.export import export_release, op_histogram
+from mge_harness.exporters.manifest import load_manifest
+from mge_harness.exporters.runners import HostPreprocessRunner, LiteRunner, image_runner, lite_runner
+from mge_harness.exporters.variants import default_matrix, select_variants
+from mge_harness.exporters.zoo import builtin_spec
 
 EXPECTED_IDS = [
     "{m}.external.cbn-off",
@@ -33,7 +33,7 @@ def tiny_release(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resnet_release():
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release("resnet18", progress=None)
 
@@ -117,7 +117,7 @@ def test_every_variant_runs_at_batch_1_and_3_and_two_sizes(model, tiny_release, 
 
 
 def test_outputs_depend_on_the_input(resnet_release):
-    from exporters.zoo import calibration_images
+    from mge_harness.exporters.zoo import calibration_images
 
     manifest = load_manifest(resnet_release)
     images = calibration_images(8, (240, 320), seed=123)
@@ -138,7 +138,7 @@ def test_second_export_reuses_files(tmp_path):
 
 
 def test_changes_and_tampering_re_export(tmp_path, monkeypatch):
-    from exporters import export
+    from mge_harness.exporters import export
 
     export_release(builtin_spec("tiny"), tmp_path, progress=None)
     target = tmp_path / "tiny.fused.cbn-on.mge"
@@ -247,7 +247,7 @@ def test_lite_runner_returns_copies_not_views_of_lite_buffers(tiny_release):
 
 
 def test_host_preprocess_runner_is_the_opencv_pipeline(tiny_release):
-    from exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.preprocess import reference_preprocess
 
     manifest = load_manifest(tiny_release)
     entry = manifest.reference_variant()
@@ -259,9 +259,9 @@ def test_host_preprocess_runner_is_the_opencv_pipeline(tiny_release):
 
 
 def test_lite_matches_eager_module(tiny_release):
-    from exporters.preprocess import reference_preprocess
-    from exporters.release import builtin_module
-    from exporters.runners import EagerRunner
+    from mge_harness.exporters.preprocess import reference_preprocess
+    from mge_harness.exporters.release import builtin_module
+    from mge_harness.exporters.runners import EagerRunner
 
     manifest = load_manifest(tiny_release)
     images = np.random.default_rng(9).integers(0, 256, (2, 37, 53, 3), np.uint8)
@@ -275,7 +275,7 @@ def test_lite_matches_eager_module(tiny_release):
 
 
 def test_cuda_config_is_refused_with_a_clear_reason_without_gpu(tiny_release):
-    from exporters.devices import cuda_skip_reason
+    from mge_harness.exporters.devices import cuda_skip_reason
 
     if cuda_skip_reason() is None:
         pytest.skip("a CUDA device is present; this checks the CPU-only path")
@@ -285,7 +285,7 @@ def test_cuda_config_is_refused_with_a_clear_reason_without_gpu(tiny_release):
 
 
 def test_unknown_device_config_lists_known_ones():
-    from exporters.devices import get_device_config
+    from mge_harness.exporters.devices import get_device_config
 
     with pytest.raises(
         HarnessError, match="unknown device config 'tpu'; known configs: cpu, cpu-2t"
@@ -294,7 +294,7 @@ def test_unknown_device_config_lists_known_ones():
 
 
 def test_export_is_atomic_when_dump_fails(tmp_path, monkeypatch):
-    from exporters import export
+    from mge_harness.exporters import export
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full (pretend)")

@@ -32,7 +32,7 @@ USAGE_ERROR = 4  # pytest's exit code for a UsageError
 
 @pytest.fixture(scope="module")
 def tiny_release() -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release(MODEL, progress=None)
 
@@ -128,19 +128,19 @@ def _interpolate(mode: str, align_corners: bool | None):
 
 
 def _crop(data, spec):
-    from exporters.preprocess import identity_warp_preprocess
+    from mge_harness.exporters.preprocess import identity_warp_preprocess
 
     return identity_warp_preprocess(data, spec)
 
 
 def _channel_swap(data, spec):
-    from exporters.preprocess import fused_preprocess
+    from mge_harness.exporters.preprocess import fused_preprocess
 
     return fused_preprocess(data, replace(spec, color="rgb" if spec.color == "bgr" else "bgr"))
 
 
 def _reversed_mean_std(data, spec):
-    from exporters.preprocess import fused_preprocess
+    from mge_harness.exporters.preprocess import fused_preprocess
 
     return fused_preprocess(data, replace(spec, mean=spec.mean[::-1], std=spec.std[::-1]))
 
@@ -156,8 +156,8 @@ PLANTED = {
 
 
 def dump_planted(module, preprocess, spec, path: Path) -> None:
-    from exporters.export import dump_graph
-    from exporters.variants import Variant
+    from mge_harness.exporters.export import dump_graph
+    from mge_harness.exporters.variants import Variant
 
     height, width = spec.size
     example = np.zeros((1, height + 7, width + 13, 3), np.uint8)
@@ -169,8 +169,8 @@ def plant(folder: Path, source: Path, bugs: dict) -> list[dict]:
     """Dumps the built-in model of the release ``source`` behind each wrong preprocessing of
     ``bugs`` ({name: function}) into ``folder``; returns their manifest entries, each claiming
     to be a correct fused variant."""
-    from exporters.manifest import load_manifest
-    from exporters.release import builtin_module
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.release import builtin_module
 
     manifest = load_manifest(source)
     module = builtin_module(manifest.model)
@@ -271,9 +271,9 @@ def test_counterexample_reproduces_in_one_command(planted_gate):
 
 
 def test_numeric_comparison_fails_bugs_that_keep_the_top1_class(planted_release):
-    from equivalence.gate import Gate
-    from equivalence.strategies import image_batches
-    from exporters.manifest import load_manifest
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.equivalence.strategies import image_batches
+    from mge_harness.exporters.manifest import load_manifest
 
     gate = Gate(load_manifest(planted_release))
     try:

@@ -19,9 +19,9 @@ import sys
 import numpy as np
 import pytest
 
-from equivalence.compare import Tolerance, compare
-from equivalence.photos import PHOTO_SPECS, photo_groups, photo_set, same_top1
-from equivalence.tolerances import DEFAULT_TOLERANCES
+from mge_harness.equivalence.compare import Tolerance, compare
+from mge_harness.equivalence.photos import PHOTO_SPECS, photo_groups, photo_set, same_top1
+from mge_harness.equivalence.tolerances import DEFAULT_TOLERANCES
 from tests.test_gate import PLANTED, _copy_variant, dump_planted, run_gate, verdicts, write_release
 
 TINY = "tiny"
@@ -102,15 +102,15 @@ BUGS = ("nearest", "align-corners")
 
 @pytest.fixture(scope="module")
 def tiny_release():
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release(TINY, progress=None)
 
 
 @pytest.fixture(scope="module")
 def planted_release(tiny_release, tmp_path_factory):
-    from exporters.manifest import load_manifest
-    from exporters.release import builtin_module
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.release import builtin_module
 
     folder = tmp_path_factory.mktemp("planted-photos")
     spec, module = load_manifest(tiny_release).preprocess, builtin_module(TINY)
@@ -144,8 +144,8 @@ def test_photo_check_passes_correct_variants_and_fails_planted_bugs(planted_gate
 
 @pytest.mark.parametrize("bug", BUGS)
 def test_planted_bug_keeps_top1_on_most_photos_yet_fails(planted_release, planted_gate, bug):
-    from equivalence.gate import Gate
-    from exporters.manifest import load_manifest
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.exporters.manifest import load_manifest
 
     gate = Gate(load_manifest(planted_release))
     try:
@@ -181,9 +181,9 @@ def test_planted_bug_keeps_top1_on_most_photos_yet_fails(planted_release, plante
 
 @pytest.fixture(scope="module")
 def lite0_release():
-    from exporters.errors import HarnessError
-    from exporters.models.efficientnet import default_weights_path
-    from exporters.release import builtin_release
+    from mge_harness.exporters.errors import HarnessError
+    from mge_harness.exporters.models.efficientnet import default_weights_path
+    from mge_harness.exporters.release import builtin_release
 
     try:
         default_weights_path()

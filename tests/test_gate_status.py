@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from equivalence.checks import GATE_CHECKS
-from equivalence.report import error_path
+from mge_harness.equivalence.checks import GATE_CHECKS
+from mge_harness.equivalence.report import error_path
 from tests.hardening_models import USAGE_ERROR, run, run_gate
 
 
 @pytest.fixture(scope="module")
 def tiny_release() -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release("tiny", progress=None)
 
@@ -105,7 +105,7 @@ def test_a_refused_run_leaves_an_earlier_gate_json_alone(tiny_release, tmp_path)
 
 
 def test_the_report_shows_a_partial_run_as_no_verdict(tiny_release, tmp_path):
-    from reports.synthetic import demo_run, save
+    from mge_harness.reports.synthetic import demo_run, save
 
     proc, _ = run_gate(tiny_release, tmp_path, "-k", "determinism")
     storage = tmp_path / "benchmarks"
@@ -121,7 +121,7 @@ def test_the_report_shows_a_partial_run_as_no_verdict(tiny_release, tmp_path):
 
 
 def test_the_summary_is_one_row_per_variant_within_100_columns():
-    from equivalence.report import summary_table
+    from mge_harness.equivalence.report import summary_table
 
     verdicts = ["pass", "fail", "xfail", "skipped", "crashed", "timeout", "xpass"]
     checks = [

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from exporters.errors import EXIT_USAGE
-from exporters.manifest import load_manifest
+from mge_harness.exporters.errors import EXIT_USAGE
+from mge_harness.exporters.manifest import load_manifest
 from tests.hardening_models import (
     USAGE_ERROR,
     assert_one_line,
@@ -36,7 +36,7 @@ FILE = f"{VARIANT}.mge"
 
 @pytest.fixture(scope="module")
 def tiny_release() -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release("tiny", progress=None)
 
@@ -274,7 +274,7 @@ def classify_json(release: Path, image: Path, *args) -> list[dict]:
 
 def expected_predictions(release: Path, array: np.ndarray, **options) -> list[dict]:
     """What the Python API gives for the same pixels as a clean uint8 BGR array."""
-    from exporters.classify import Classifier
+    from mge_harness.exporters.classify import Classifier
 
     with Classifier(release, top_k=5, **options) as classifier:
         return classifier.classify(array)[0].to_dict()["predictions"]
@@ -392,7 +392,7 @@ def test_max_pixels_option_is_the_limit(tiny_release, picture):
 
 
 def test_cuda_device_without_cuda_is_one_line(tiny_release, picture):
-    from exporters.devices import cuda_skip_reason
+    from mge_harness.exporters.devices import cuda_skip_reason
 
     reason = cuda_skip_reason()
     if reason is None:
@@ -473,7 +473,7 @@ def non_contiguous_views(image: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def test_classifier_takes_non_contiguous_arrays(tiny_release, picture):
-    from exporters.classify import Classifier
+    from mge_harness.exporters.classify import Classifier
 
     views = non_contiguous_views(_bgr(picture))
     assert not any(v.flags.c_contiguous for v in views.values())
@@ -486,7 +486,7 @@ def test_classifier_takes_non_contiguous_arrays(tiny_release, picture):
 
 
 def test_runners_take_non_contiguous_arrays(tiny_release, picture):
-    from exporters.runners import image_runner, lite_runner
+    from mge_harness.exporters.runners import image_runner, lite_runner
 
     manifest = load_manifest(tiny_release)
     images = np.stack([_bgr(picture)] * 2)
@@ -504,7 +504,7 @@ def test_runners_take_non_contiguous_arrays(tiny_release, picture):
 
 
 def test_classifier_decodes_and_runs_at_most_max_pixels_at_once(tiny_release, picture):
-    from exporters.classify import Classifier
+    from mge_harness.exporters.classify import Classifier
 
     bgr = _bgr(picture)  # 48x64 = 3072 pixels
     classifier = Classifier(tiny_release, top_k=3, batch_size=8, max_pixels=3 * 3072)
@@ -588,7 +588,7 @@ def test_tolerance_file_that_is_a_fifo_is_one_line(tiny_release, tmp_path):
 @pytest.fixture
 def saved_runs(tmp_path) -> Path:
     """A benchmark storage folder with one synthetic saved run."""
-    from reports.synthetic import demo_run, save
+    from mge_harness.reports.synthetic import demo_run, save
 
     storage = tmp_path / "benchmarks"
     save(storage, demo_run("cpu", 1), 1)
@@ -658,7 +658,7 @@ def test_reports_benchmarks_path_that_is_a_fifo(tmp_path):
 
 
 def test_reports_require_gate_pass_fails_on_an_unfinished_gate(saved_runs, tmp_path):
-    from equivalence.record import gate_document
+    from mge_harness.equivalence.record import gate_document
 
     unfinished = gate_document(str(tmp_path), "tiny", "ci", [], status="incomplete")
     gate = _gate_file(tmp_path, unfinished)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.manifest import load_manifest
+from mge_harness.exporters.manifest import load_manifest
 from tests.hardening_models import (
     ROOT,
     child_env,
@@ -35,7 +35,7 @@ from tests.hardening_models import (
 
 @pytest.fixture(scope="module")
 def tiny_release() -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release("tiny", progress=None)
 
@@ -100,8 +100,8 @@ def test_gate_reports_crashed_and_hung_variants_and_checks_the_rest(hostile_rele
 def test_a_check_that_needs_a_crashed_variant_is_an_error(tiny_release):
     """The reference pipeline's variant or a fuse twin that crashed blocks the checks that load
     it, with the verdict ``error`` (the variant checked is not at fault)."""
-    from equivalence.isolation import blocked_check
-    from exporters.probe import ProbeResult
+    from mge_harness.equivalence.isolation import blocked_check
+    from mge_harness.exporters.probe import ProbeResult
 
     manifest = load_manifest(tiny_release)
     crashed = ProbeResult("crashed", "crashed: SIGSEGV (exit -11) in probe")
@@ -125,8 +125,8 @@ def test_the_gate_never_loads_a_blocked_variant(tiny_release):
     """Whatever a check asks for, the runner pool refuses a variant that crashed in its probe."""
     import numpy as np
 
-    from equivalence.gate import Gate
-    from exporters.errors import HarnessError
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.exporters.errors import HarnessError
 
     gate = Gate(load_manifest(tiny_release))
     gate.pool.blocked = frozenset({"tiny.external.cbn-off"})
@@ -172,21 +172,21 @@ from pathlib import Path
 os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
 path, document = Path(sys.argv[1]), json.loads(sys.argv[2])
 if sys.argv[3] == "gate.json":
-    from equivalence.record import write_json_atomic
+    from mge_harness.equivalence.record import write_json_atomic
     write_json_atomic(path, document)
 elif sys.argv[3] == "bench sidecar":
-    from bench.state import write_not_measured
+    from mge_harness.bench.state import write_not_measured
     write_not_measured(path.parent, document)
 else:
     import numpy as np
-    from equivalence.record import save_counterexample
+    from mge_harness.equivalence.record import save_counterexample
     save_counterexample(path, path.parent, np.zeros((1, 4, 4, 3), np.uint8), document)
 """
 
 
 @pytest.mark.parametrize("writer", ["gate.json", "bench sidecar", "counterexample"])
 def test_kill_9_while_writing_leaves_the_old_file(tmp_path, writer):
-    from bench.state import sidecar_name
+    from mge_harness.bench.state import sidecar_name
 
     new = {"datetime": "2026-01-02T03:04:05", "not_measured": [], "passed": True}
     name = {"gate.json": "gate.json", "bench sidecar": sidecar_name(new["datetime"])}
@@ -228,8 +228,8 @@ def _kill_9(process: subprocess.Popen) -> None:
 
 
 def test_kill_9_during_a_gate_run_leaves_a_gate_json_that_fails(tiny_release, tmp_path):
-    from equivalence.record import gate_document
-    from reports.synthetic import demo_run, save
+    from mge_harness.equivalence.record import gate_document
+    from mge_harness.reports.synthetic import demo_run, save
 
     gate = tmp_path / "gate.json"
     old = gate_document(str(tiny_release), "tiny", "ci", [], status="complete")
@@ -261,7 +261,7 @@ def test_kill_9_during_a_gate_run_leaves_a_gate_json_that_fails(tiny_release, tm
 
 
 def test_kill_9_during_a_benchmark_session_leaves_no_saved_run(tiny_release, tmp_path):
-    from reports.synthetic import demo_run, save
+    from mge_harness.reports.synthetic import demo_run, save
 
     storage = tmp_path / "benchmarks"
     saved = [save(storage, demo_run("cpu", 1), 1)]  # an earlier run

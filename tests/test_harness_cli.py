@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters import release, version
+from mge_harness.exporters import release, version
 from tests.hardening_models import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,9 +124,9 @@ def test_cache_root_is_the_users_when_installed(monkeypatch, tmp_path):
 
 
 def test_a_missing_extra_is_named(monkeypatch):
-    from exporters.errors import HarnessError
+    from mge_harness.exporters.errors import HarnessError
     from mge_harness import cli
-    from reports import errors
+    from mge_harness.reports import errors
 
     def find_spec(name):
         return None if name in ("pandas", "pytest_benchmark") else object()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.version import harness_version
+from mge_harness.exporters.version import harness_version
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence.checks import GATE_CHECKS
-from equivalence.gate import Gate
-from equivalence.photos import photo_groups
-from exporters import int8
-from exporters.errors import HarnessError
-from exporters.manifest import load_manifest
-from exporters.variants import select_variants
+from mge_harness.equivalence.checks import GATE_CHECKS
+from mge_harness.equivalence.gate import Gate
+from mge_harness.equivalence.photos import photo_groups
+from mge_harness.exporters import int8
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.manifest import load_manifest
+from mge_harness.exporters.variants import select_variants
 
 INT8 = "tiny.external.int8"
 
@@ -34,8 +34,8 @@ def test_int8_is_opt_in_and_brings_the_external_variants_it_is_judged_against():
 
 
 def _export(folder: Path, monkeypatch=None, wrong_calibration: float | None = None) -> Path:
-    from exporters.export import export_release
-    from exporters.zoo import builtin_spec
+    from mge_harness.exporters.export import export_release
+    from mge_harness.exporters.zoo import builtin_spec
 
     if wrong_calibration is not None:  # the planted bug: calibrated on mis-scaled inputs
         right = int8.calibration_batch
@@ -137,8 +137,8 @@ def test_a_user_model_with_a_layer_it_never_calls_is_refused_in_one_line():
 
 
 def test_a_user_model_that_adds_int8_tensors_of_two_scales_is_refused_in_one_line():
-    from exporters.preprocess import PreprocessSpec
-    from exporters.zoo import ModelSpec
+    from mge_harness.exporters.preprocess import PreprocessSpec
+    from mge_harness.exporters.zoo import ModelSpec
     from tests.int8zoo import SIZE, plus_join
 
     module = plus_join()
@@ -151,8 +151,8 @@ def test_a_user_model_that_adds_int8_tensors_of_two_scales_is_refused_in_one_lin
 def test_a_user_model_in_quantizable_layers_is_quantized_and_follows_the_float_one():
     import megengine as mge
 
-    from exporters.preprocess import PreprocessSpec
-    from exporters.zoo import ModelSpec
+    from mge_harness.exporters.preprocess import PreprocessSpec
+    from mge_harness.exporters.zoo import ModelSpec
     from tests.int8zoo import SIZE, shufflenet_like
 
     module = shufflenet_like()
@@ -166,7 +166,7 @@ def test_a_user_model_in_quantizable_layers_is_quantized_and_follows_the_float_o
 
 
 def test_tune_times_the_int8_variant_beside_the_configs_and_never_recommends_it(release):
-    from bench import tune
+    from mge_harness.bench import tune
 
     path, rows = tune.tune(
         release, ["tiny.external.cbn-off"], (1,), ["cpu-record"], rounds=5, probe_timeout=60,
@@ -182,8 +182,8 @@ def test_tune_times_the_int8_variant_beside_the_configs_and_never_recommends_it(
 
 
 def test_the_class_rule_fails_below_its_floors_and_passes_above():
-    from equivalence.checks import INT8_TOLERANCE, class_rule
-    from equivalence.compare import compare_outputs
+    from mge_harness.equivalence.checks import INT8_TOLERANCE, class_rule
+    from mge_harness.equivalence.compare import compare_outputs
 
     rng = np.random.default_rng(3)
     ref = rng.standard_normal((10, 1000)).astype(np.float32)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exporters.errors import HarnessError, run_cli
-from exporters.manifest import FORMAT_VERSION, load_manifest
-from exporters.schema import SCHEMA, known_keys, load_schema
+from mge_harness.exporters.errors import HarnessError, run_cli
+from mge_harness.exporters.manifest import FORMAT_VERSION, load_manifest
+from mge_harness.exporters.schema import SCHEMA, known_keys, load_schema
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -34,10 +34,10 @@ def _schema_errors(validator, data: dict) -> list[str]:
 
 
 def _export_user(out: Path, factory: str) -> Path:
-    from exporters.export import export_release
-    from exporters.preprocess import PreprocessSpec
-    from exporters.variants import select_variants
-    from exporters.zoo import user_spec
+    from mge_harness.exporters.export import export_release
+    from mge_harness.exporters.preprocess import PreprocessSpec
+    from mge_harness.exporters.variants import select_variants
+    from mge_harness.exporters.zoo import user_spec
 
     spec = user_spec(f"tests.userzoo:{factory}", PreprocessSpec(size=(32, 32)))
     export_release(spec, out, select_variants(spec.name, "external,fused"), progress=None)
@@ -46,7 +46,7 @@ def _export_user(out: Path, factory: str) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_release() -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     return builtin_release("tiny", progress=None)
 
@@ -102,9 +102,9 @@ def test_the_exporter_writes_the_provenance_and_top_level_keys_the_schema_lists(
 
 
 def test_the_schema_enumerates_what_the_code_accepts():
-    from exporters.outputs import KINDS
-    from exporters.preprocess import COLORS, INTERPOLATIONS
-    from exporters.variants import PREPROCESSINGS
+    from mge_harness.exporters.outputs import KINDS
+    from mge_harness.exporters.preprocess import COLORS, INTERPOLATIONS
+    from mge_harness.exporters.variants import PREPROCESSINGS
 
     schema = load_schema()
     defs = schema["$defs"]
@@ -247,7 +247,7 @@ def test_a_weights_sha256_must_be_hex(validator, small_release, tmp_path):
     ids=["size", "mean", "std", "color", "name", "weights"],
 )
 def test_options_a_builtin_model_ignores_are_refused(tmp_path, capsys, args, message):
-    from exporters.__main__ import main
+    from mge_harness.exporters.__main__ import main
 
     out = tmp_path / "rel"
     assert run_cli(main, ["--model", "tiny", "--out", str(out), *args]) == 2
@@ -261,7 +261,7 @@ def test_options_a_builtin_model_ignores_are_refused(tmp_path, capsys, args, mes
     "args", [[], ["--mean", "1,2,3"], ["--std", "1,2,3"]], ids=["neither", "mean-only", "std-only"]
 )
 def test_rgb_without_mean_and_std_is_refused(tmp_path, capsys, args):
-    from exporters.__main__ import main
+    from mge_harness.exporters.__main__ import main
 
     argv = ["--model", "tests.userzoo:small_net", "--out", str(tmp_path / "rel"), "--color", "rgb"]
     assert run_cli(main, [*argv, *args]) == 2

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporters.export import dump_preprocessing
-from exporters.preprocess import PreprocessSpec, reference_preprocess
-from exporters.runners import LiteRunner
+from mge_harness.exporters.export import dump_preprocessing
+from mge_harness.exporters.preprocess import PreprocessSpec, reference_preprocess
+from mge_harness.exporters.runners import LiteRunner
 
 PIXELS = PreprocessSpec(size=(224, 224), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 SIZES = [

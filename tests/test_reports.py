@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import formatting as fmt
-from reports import synthetic as syn
-from reports.build import write_atomic, write_report
-from reports.cli import main
-from reports.errors import ReportError
-from reports.sources import load_runs
-from reports.speedups import FUSED_VS_EXTERNAL, FUSION_ON_VS_OFF, device_pairings
-from reports.table import build_table, current_view
+from mge_harness.reports import formatting as fmt
+from mge_harness.reports import synthetic as syn
+from mge_harness.reports.build import write_atomic, write_report
+from mge_harness.reports.cli import main
+from mge_harness.reports.errors import ReportError
+from mge_harness.reports.sources import load_runs
+from mge_harness.reports.speedups import FUSED_VS_EXTERNAL, FUSION_ON_VS_OFF, device_pairings
+from mge_harness.reports.table import build_table, current_view
 
 REPO = Path(__file__).resolve().parents[1]
 EXTERNAL, FUSED = "resnet18.external.cbn-on", "resnet18.fused.cbn-on"

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from reports import synthetic as syn
-from reports.compare import compare_runs
-from reports.errors import ReportError
-from reports.rules import RegressionRule
-from reports.sources import find_run, read_run
+from mge_harness.reports import synthetic as syn
+from mge_harness.reports.compare import compare_runs
+from mge_harness.reports.errors import ReportError
+from mge_harness.reports.rules import RegressionRule
+from mge_harness.reports.sources import find_run, read_run
 from tests.test_reports import assert_one_line_error, call_main, run_cli
 
 SLOWER = "resnet18.external.cbn-off"  # 30 % slower in the candidate, tight timings

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from reports import synthetic as syn
-from reports.cli import main
+from mge_harness.reports import synthetic as syn
+from mge_harness.reports.cli import main
 
 
 @pytest.mark.parametrize("passed, code", [(True, 0), (False, 1)])
@@ -31,7 +31,7 @@ def test_a_missing_gate_result_fails_the_requirement(tmp_path, capsys, monkeypat
 
 
 def test_the_report_lists_what_the_gate_did_not_cover(tmp_path):
-    from equivalence.checks import NO_EAGER_SOURCE
+    from mge_harness.equivalence.checks import NO_EAGER_SOURCE
 
     storage, gate = syn.demo_storage(tmp_path)
     data = json.loads(gate.read_text())

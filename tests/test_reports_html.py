@@ -16,9 +16,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from reports import formatting as fmt
-from reports import synthetic as syn
-from reports.build import write_report
+from mge_harness.reports import formatting as fmt
+from mge_harness.reports import synthetic as syn
+from mge_harness.reports.build import write_report
 
 CHROMIUM = next(
     (path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None

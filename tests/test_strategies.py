@@ -9,8 +9,8 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from equivalence import strategies
-from equivalence.strategies import FAMILIES, image_batches, image_shapes, images
+from mge_harness.equivalence import strategies
+from mge_harness.equivalence.strategies import FAMILIES, image_batches, image_shapes, images
 
 
 @pytest.mark.parametrize(

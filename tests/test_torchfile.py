@@ -15,8 +15,8 @@ import re
 import numpy as np
 import pytest
 
-from exporters.errors import HarnessError
-from exporters.models.torchfile import load_legacy_state_dict
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.models.torchfile import load_legacy_state_dict
 
 _STORAGE_CLASSES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}
 _SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"long": 8}}

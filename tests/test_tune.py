@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import tune
-from bench.cases import build_cases
-from bench.grid import quick_grid
-from exporters.devices import DeviceConfig, get_device_config
-from exporters.errors import HarnessError
-from exporters.files import atomic_write_json
-from exporters.manifest import load_manifest
-from exporters.probe import ProbeResult, run_probe
-from exporters.runners import Runner
-from exporters.tuned import lite_config, load_tuned, recommended_config
+from mge_harness.bench import tune
+from mge_harness.bench.cases import build_cases
+from mge_harness.bench.grid import quick_grid
+from mge_harness.exporters.devices import DeviceConfig, get_device_config
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.files import atomic_write_json
+from mge_harness.exporters.manifest import load_manifest
+from mge_harness.exporters.probe import ProbeResult, run_probe
+from mge_harness.exporters.runners import Runner
+from mge_harness.exporters.tuned import lite_config, load_tuned, recommended_config
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANT = "tiny.external.cbn-on"
@@ -76,7 +76,7 @@ def planted_probe(release_dir, variant_ids, config, batches, timeout):
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
-    from exporters.release import builtin_release
+    from mge_harness.exporters.release import builtin_release
 
     folder = tmp_path_factory.mktemp("tune") / "tiny"
     shutil.copytree(builtin_release("tiny", progress=None), folder)

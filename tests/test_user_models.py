@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence.checks import NO_EAGER_SOURCE
-from equivalence.sensitivity import (
+from mge_harness.equivalence.checks import NO_EAGER_SOURCE
+from mge_harness.equivalence.sensitivity import (
     MIN_RELATIVE_SPREAD,
     NOISE_FACTOR,
     check_input_sensitivity,
     spread,
 )
-from exporters.errors import HarnessError
-from exporters.manifest import load_manifest
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.manifest import load_manifest
 from tests.hardening_models import USAGE_ERROR, assert_one_line, run, run_bench, run_gate
 
 pytestmark = pytest.mark.slow
@@ -264,7 +264,7 @@ def test_multi_output_models_export_pass_and_catch_the_crop(tmp_path, factory, o
 
 
 def test_a_classifier_reads_the_output_marked_logits(tmp_path):
-    from exporters.classify import Classifier
+    from mge_harness.exporters.classify import Classifier
 
     release = _export(tmp_path / "rel", "dict_net")
     image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)
@@ -321,8 +321,8 @@ def test_outputs_key_is_validated(small_release, tmp_path):
 def test_a_channel_swap_under_a_large_constant_offset_fails(tmp_path):
     """Logits near 1000 that vary by 0.3 between images: a swapped channel order stays within
     the elementwise atol and a raw cosine near 1, and fails the scale-free rule."""
-    from exporters.manifest import load_manifest
-    from exporters.release import eager_module
+    from mge_harness.exporters.manifest import load_manifest
+    from mge_harness.exporters.release import eager_module
     from tests.test_gate import PLANTED, dump_planted
 
     release = _export(tmp_path / "rel", "offset_net")
@@ -356,10 +356,10 @@ def fixed_size_release(small_release, tmp_path_factory) -> Path:
     (N, 32, 32, 3) inside), listed without an input.shape."""
     import megengine.functional as F
 
-    from exporters.export import dump_graph
-    from exporters.preprocess import preprocessing_recipe
-    from exporters.release import eager_module
-    from exporters.variants import Variant
+    from mge_harness.exporters.export import dump_graph
+    from mge_harness.exporters.preprocess import preprocessing_recipe
+    from mge_harness.exporters.release import eager_module
+    from mge_harness.exporters.variants import Variant
 
     release = tmp_path_factory.mktemp("fixed") / "rel"
     shutil.copytree(small_release, release)

@@ -30,8 +30,8 @@ import megengine.functional as F
 import megengine.module as M
 import numpy as np
 
-from exporters.errors import HarnessError
-from exporters.models.torchfile import load_legacy_state_dict
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.models.torchfile import load_legacy_state_dict
 
 #: What the model expects, in the manifest's ``preprocess`` shape (mean/std in RGB order).
 #: Google's EfficientNet-Lite trainer uses inception-style (x - 127) / 128 on RGB ("edge models use

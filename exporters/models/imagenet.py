@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from exporters.errors import HarnessError
+from mge_harness.exporters.errors import HarnessError
 
 NUM_CLASSES = 1000
 CLASSES_FILE = Path(__file__).resolve().parent.parent / "data" / "imagenet_classes.txt"

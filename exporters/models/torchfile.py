@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from exporters.errors import HarnessError
-from exporters.safepickle import RestrictedUnpickler
+from mge_harness.exporters.errors import HarnessError
+from mge_harness.exporters.safepickle import RestrictedUnpickler
 
 _MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _PROTOCOL_VERSION = 1001
