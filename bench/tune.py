@@ -29,6 +29,14 @@ two deployments a user picks between (``fused-fast`` trades accuracy for speed, 
 set on the network after loading, so they are not candidates (and ``LITE_ALGO_PROFILE`` alone
 never finished a ResNet18 forward, MEGENGINE_NOTES section 8).
 
+A release with an int8 variant (``--variants int8``) gets, for each swept float variant of the
+same preprocessing, rows with config ``int8``: the int8 variant at the default config timed
+paired against the float variant at the default config, verdict ``int8``. Its equivalence is
+the gate's ``int8`` check (it cannot meet this sweep's float tolerance), so it is reported
+beside the configs and never recommended; int8 variants are not swept themselves (int8 with
+the NCHW88/NCHW44 layouts falls back to kernels taking 20-50 s per forward, MEGENGINE_NOTES
+section 8). Measured int8 speedups on resnet18 and efficientnet_lite0: ``docs/INT8.md``.
+
 The recommendation per variant is the ``ok`` config (probed, equivalent and timed at every
 batch size) whose interval lies above 1 at every batch size, with the largest worst-batch
 speedup; ``cpu`` when none is. The baseline is probed too: when it crashes, hangs or fails
@@ -123,8 +131,11 @@ TUNED_JSON = "tuned.json"
 ATOL_SCALE = 1e-5
 COSINE_MIN = 1 - 1e-9
 
-#: Verdicts, in the order a config can fail.
-VERDICTS = ("crashed", "timeout", "error", "not equivalent", "ok")
+#: Verdicts, in the order a config can fail; ``int8`` marks the int8 variant's row.
+VERDICTS = ("crashed", "timeout", "error", "not equivalent", "ok", "int8")
+
+#: The pseudo-config of a float variant's row that times its int8 variant (``int8_partner``).
+INT8 = "int8"
 
 
 def tolerance(reference: np.ndarray):
@@ -250,6 +261,16 @@ def default_probe(release_dir, variant_ids, config: DeviceConfig, batches, timeo
     return probe_variants(release_dir, variant_ids, config.name, batches, IMAGE_SIZE, timeout)
 
 
+def int8_partner(manifest, entry):
+    """The int8 variant judged against float ``entry`` (same preprocessing), or None."""
+    if entry.quantization is not None:
+        return None
+    for other in manifest.variants:
+        if other.quantization == "int8" and other.preprocessing == entry.preprocessing:
+            return other
+    return None
+
+
 def _lite(runner):
     """The Lite runner inside an image runner (HostPreprocessRunner.model), else itself."""
     return getattr(runner, "model", runner)
@@ -274,9 +295,15 @@ class Sweep:
 
     def run(self) -> list[Row]:
         baseline = get_device_config(BASELINE)
+        partners = [int8_partner(self.manifest, self.manifest.variant(v)) for v in self.variants]
+        int8_ids = [p.id for p in partners if p is not None and p.id not in self.variants]
         probes = {
             config.name: self.probe(
-                self.manifest.root, list(self.variants), config, self.batches, self.probe_timeout
+                self.manifest.root,
+                list(self.variants) + (int8_ids if config is baseline else []),
+                config,
+                self.batches,
+                self.probe_timeout,
             )
             for config in (baseline, *self.configs)
         }
@@ -306,6 +333,25 @@ class Sweep:
                     ]
                     continue
                 rows += self.measure(entry, config, baseline, images, references)
+            partner = int8_partner(self.manifest, entry)
+            if partner is not None:
+                rows += self.measure_int8(entry, partner, baseline, probes[BASELINE][partner.id])
+        return rows
+
+    def measure_int8(self, entry, partner, baseline, probed: ProbeResult) -> list[Row]:
+        """Rows ``int8``: the int8 variant (default config) timed paired against ``entry`` at
+        the default config. Its equivalence is the gate's int8 check, not this sweep's float
+        tolerance, so it is reported beside the configs and never recommended."""
+        if not probed:
+            return [Row(entry.id, b, INT8, probed.status, probed.reason) for b in self.batches]
+        reason = f"{partner.id}: judged by the gate's int8 check, never recommended here"
+        rows = []
+        with self.make_runner(partner, self.manifest, get_device_config(BASELINE)) as quantized:
+            for batch in self.batches:
+                row = Row(entry.id, batch, INT8, "int8", reason)
+                feed = model_feed(entry, self.manifest, image_batch(batch, frame_size(entry)))
+                self._time(row, baseline, quantized, feed)  # same preprocessing: same feed
+                rows.append(row)
         return rows
 
     def measure(self, entry, config, baseline, images, references) -> list[Row]:
@@ -335,6 +381,11 @@ class Sweep:
             self.log(f"{entry.id} b{batch} {config.name}: not equivalent ({row.reason})")
             return row
         feed = model_feed(entry, self.manifest, image_batch(batch, frame_size(entry)))
+        self._time(row, baseline, candidate, feed)
+        return row
+
+    def _time(self, row: Row, baseline, candidate, feed) -> None:
+        """Paired timing of the two runners' Lite forwards into ``row``, logged."""
         base_lite, cand_lite = _lite(baseline), _lite(candidate)
 
         def run_baseline():
@@ -350,10 +401,9 @@ class Sweep:
         for key, value in paired_timing(run_baseline, run_candidate, self.rounds).items():
             setattr(row, key, value)
         self.log(
-            f"{entry.id} b{batch} {config.name}: {row.speedup:.2f}x "
+            f"{row.variant} b{row.batch} {row.config}: {row.speedup:.2f}x "
             f"[{row.interval[0]:.2f}, {row.interval[1]:.2f}]"
         )
-        return row
 
 
 # --- recommendation, table, file ------------------------------------------------------------
@@ -430,7 +480,7 @@ def table(rows: Sequence[Row]) -> str:
         lines.append(f"{key[0]}  batch {key[1]}  (against {BASELINE})")
         lines.append(f"  {'config':<22} {'verdict':<15} {'speedup [95% interval]':<24} cpu/wall")
         for row in (r for r in rows if (r.variant, r.batch) == key):
-            if row.verdict == "ok":
+            if row.verdict in ("ok", "int8"):
                 speed = f"{row.speedup:.2f}x [{row.interval[0]:.2f}, {row.interval[1]:.2f}]"
                 load = f"{row.cpu_per_wall:.2f}"
             else:
@@ -459,8 +509,12 @@ def _names(text: str | None, known: Sequence[str], option: str) -> list[str]:
 def select_variants(manifest, text: str | None) -> list[str]:
     """``--variants`` checked against the release; defaults to its external and fused ones."""
     known = [v.id for v in manifest.variants]
-    if text is None:
-        return [v.id for v in manifest.variants if v.preprocessing in DEFAULT_PREPROCESSINGS]
+    if text is None:  # int8 variants are timed beside their float variant (int8_partner)
+        return [
+            v.id
+            for v in manifest.variants
+            if v.preprocessing in DEFAULT_PREPROCESSINGS and v.quantization is None
+        ]
     return _names(text, known, "--variants")
 
 

@@ -134,6 +134,23 @@ def photo_groups() -> tuple[PhotoGroup, ...]:
     )
 
 
+#: The size every photo is scaled to for :func:`photo_batch` (``cv2.INTER_AREA``).
+BATCH_SIZE = (320, 320)
+
+
+@cache
+def photo_batch() -> tuple[PhotoGroup, ...]:
+    """The whole photo set as one batch, every photo scaled to ``BATCH_SIZE``: for rules about
+    shares of images (the int8 check's top-1 / top-5 agreement), which need them all at once."""
+    import cv2
+
+    height, width = BATCH_SIZE
+    images = [
+        cv2.resize(p.image, (width, height), interpolation=cv2.INTER_AREA) for p in photo_set()
+    ]
+    return (PhotoGroup(tuple(p.name for p in photo_set()), np.stack(images)),)
+
+
 def same_top1(
     result: CompareResult, ref: np.ndarray, out: np.ndarray, exact: np.ndarray
 ) -> CompareResult:

@@ -31,8 +31,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         help="comma-separated preprocessings to export: external, fused, fused-exact, "
-        "identity-warp, "
-        "or all (defaults to external, fused and identity-warp)",
+        "identity-warp, or all (defaults to external, fused and identity-warp); add int8 for the "
+        "opt-in int8 post-training-quantized variant (it brings the external pair it is judged "
+        "against)",
     )
     parser.add_argument("--size", help="factory models: input HEIGHTxWIDTH, defaults to 224x224")
     parser.add_argument(

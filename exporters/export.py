@@ -282,7 +282,7 @@ def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force:
         if module is None:
             say(f"building {model.name} ...")
             module = model.build()
-        dump = dump_variant(module, model, variant, path)
+        dump = dump_variant(_quantized(module, model, variant), model, variant, path)
         shapes = dump.pop("outputs")
         outputs = outputs or default_kinds(shapes)
         provenance = {
@@ -303,6 +303,7 @@ def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force:
                 path=path,
                 expected_failure=variant.expected_failure,
                 provenance=provenance,
+                quantization=variant.quantization,
             )
         )
         seconds = time.perf_counter() - started
@@ -316,6 +317,15 @@ def _export_locked(model: ModelSpec, root: Path, variants, say: Progress, force:
     )
     write_manifest(manifest)
     return manifest
+
+
+def _quantized(module, model: ModelSpec, variant: Variant):
+    """``module`` itself, or its int8 quantization for a quantized variant (``exporters.int8``)."""
+    if variant.quantization is None:
+        return module
+    from mge_harness.exporters.int8 import int8_module
+
+    return int8_module(module, model)
 
 
 WEIGHTS = "weights.npz"

@@ -19,7 +19,7 @@ from mge_harness.exporters.files import atomic_write_bytes, check_regular, speci
 from mge_harness.exporters.outputs import OutputSpec, parse_outputs
 from mge_harness.exporters.preprocess import PreprocessSpec
 from mge_harness.exporters.schema import TOP, check_keys
-from mge_harness.exporters.variants import PREPROCESSINGS, RAW_INPUT_PREPROCESSINGS
+from mge_harness.exporters.variants import PREPROCESSINGS, QUANTIZATIONS, RAW_INPUT_PREPROCESSINGS
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -62,6 +62,8 @@ class VariantEntry:
     path: Path
     expected_failure: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: "int8" for a quantized variant (``exporters.int8``); None: float32.
+    quantization: str | None = None
 
     @property
     def is_raw_input(self) -> bool:
@@ -86,6 +88,8 @@ class VariantEntry:
             "expected_failure": self.expected_failure,
             "input": self.input.to_dict(),
         }
+        if self.quantization is not None:
+            data["quantization"] = self.quantization
         data.update(self.provenance)
         return data
 
@@ -137,8 +141,11 @@ class Manifest:
         raise HarnessError(f"{self.root / MANIFEST}: no variant {variant_id!r}; it lists {known}")
 
     def reference_variant(self) -> VariantEntry:
-        """The variant the reference pipeline runs: external with fusion off, else first external."""
-        external = [e for e in self.variants if e.preprocessing == "external"]
+        """The variant the reference pipeline runs: external with fusion off, else first external;
+        never a quantized one."""
+        external = [
+            e for e in self.variants if e.preprocessing == "external" and e.quantization is None
+        ]
         if not external:
             raise HarnessError(
                 f"{self.root / MANIFEST}: no variant with preprocessing 'external'; the reference "
@@ -162,7 +169,7 @@ class Manifest:
 # --- reading -------------------------------------------------------------------------------
 
 _ENTRY_KEYS = ("id", "file", "preprocessing", "fuse_conv_bias_nonlinearity")
-_KNOWN_ENTRY_KEYS = {*_ENTRY_KEYS, "expected_failure", "input"}
+_KNOWN_ENTRY_KEYS = {*_ENTRY_KEYS, "expected_failure", "input", "quantization"}
 
 
 def load_manifest(release_dir: str | Path, verify: bool = True) -> Manifest:
@@ -333,6 +340,11 @@ def _parse_entry(
     expected_failure = item.get("expected_failure")
     if expected_failure is not None and not isinstance(expected_failure, str):
         raise HarnessError(f"{where}.expected_failure must be a reason string or null")
+    quantization = item.get("quantization")
+    if quantization not in (None, *QUANTIZATIONS):
+        raise HarnessError(
+            f"{where}.quantization must be one of {QUANTIZATIONS} or null, got {quantization!r}"
+        )
     return VariantEntry(
         id=variant_id,
         file=file,
@@ -342,6 +354,7 @@ def _parse_entry(
         path=path_inside(root, file, f"{where}.file"),
         expected_failure=expected_failure,
         provenance={k: v for k, v in item.items() if k not in _KNOWN_ENTRY_KEYS},
+        quantization=quantization,
     )
 
 

@@ -27,6 +27,10 @@ EXPORTED_PREPROCESSINGS = ("external", "fused", "fused-exact", "identity-warp")
 #: Names that export no more, and what to ask for instead.
 RENAMED = {"fused-fast": "fused"}
 
+#: Quantized variants (``--variants int8``, opt-in): int8 post-training quantization of the
+#: external variant (``exporters.int8``), judged against the float reference by its own rule.
+QUANTIZATIONS = ("int8",)
+
 IDENTITY_WARP_REASON = (
     "identity-matrix warp_perspective crops the top-left window instead of resizing"
 )
@@ -34,21 +38,29 @@ IDENTITY_WARP_REASON = (
 
 @dataclass(frozen=True)
 class Variant:
-    """One export of a model: preprocessing recipe and ``optimize_for_inference`` options."""
+    """One export of a model: preprocessing recipe and ``optimize_for_inference`` options;
+    ``quantization`` ("int8") for a quantized variant (None: float32)."""
 
     model: str
     preprocessing: str
     fuse_conv_bias_nonlinearity: bool
     expected_failure: str | None = None
+    quantization: str | None = None
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSINGS:
             raise HarnessError(
                 f"unknown preprocessing {self.preprocessing!r}; expected one of {PREPROCESSINGS}"
             )
+        if self.quantization not in (None, *QUANTIZATIONS):
+            raise HarnessError(
+                f"unknown quantization {self.quantization!r}; expected one of {QUANTIZATIONS}"
+            )
 
     @property
     def id(self) -> str:
+        if self.quantization:  # quantized convs always fuse: the fusion flag names nothing
+            return f"{self.model}.{self.preprocessing}.{self.quantization}"
         fuse = "on" if self.fuse_conv_bias_nonlinearity else "off"
         return f"{self.model}.{self.preprocessing}.cbn-{fuse}"
 
@@ -81,17 +93,27 @@ def default_matrix(model: str) -> list[Variant]:
     return variants
 
 
+def int8_variant(model: str) -> Variant:
+    """The int8 variant: external preprocessing (QuantStub takes the float32 NCHW input)."""
+    return Variant(model, "external", True, quantization="int8")
+
+
 def select_variants(model: str, names: str | None) -> list[Variant]:
     """The default matrix, or the preprocessings named in ``names`` ("all" adds fused-exact).
 
     ``names`` is a comma-separated list of preprocessings (each exported with fusion off and
-    on; identity-warp with fusion on, as the recipe does), or "all".
+    on; identity-warp with fusion on, as the recipe does), "all", and optionally "int8" (opt-in,
+    never in the default matrix or "all"), which brings the external variants it is judged
+    against when they are not listed.
     """
     if not names:
         return default_matrix(model)
-    wanted = (
-        EXPORTED_PREPROCESSINGS if names.strip() == "all" else [n.strip() for n in names.split(",")]
-    )
+    listed = [n.strip() for n in names.split(",")]
+    quantized = [n for n in listed if n in QUANTIZATIONS]
+    listed = [n for n in listed if n not in QUANTIZATIONS]
+    if quantized and not listed:
+        listed = ["external"]
+    wanted = list(EXPORTED_PREPROCESSINGS) if listed == ["all"] else listed
     renamed = [n for n in wanted if n in RENAMED]
     if renamed:
         raise HarnessError(
@@ -102,12 +124,17 @@ def select_variants(model: str, names: str | None) -> list[Variant]:
     if unknown or not wanted:
         raise HarnessError(
             f"--variants {names!r}: unknown preprocessing {unknown[0] if unknown else ''!r}; "
-            f"expected a comma-separated list of {', '.join(EXPORTED_PREPROCESSINGS)}, or all"
+            f"expected a comma-separated list of {', '.join(EXPORTED_PREPROCESSINGS)}, or all, "
+            f"and optionally {', '.join(QUANTIZATIONS)}"
         )
+    if quantized and "external" not in wanted:
+        wanted = ["external", *wanted]
     variants = []
     for pre in dict.fromkeys(wanted):
         if pre == "identity-warp":
             variants.append(Variant(model, pre, True, expected_failure=IDENTITY_WARP_REASON))
         else:
             variants.extend(Variant(model, pre, fuse) for fuse in (False, True))
+    if quantized:
+        variants.append(int8_variant(model))
     return variants
