@@ -428,8 +428,13 @@ def run_measured(module: str, *args, folder: Path) -> tuple[subprocess.Completed
 
 
 def test_10000x10000_png_is_classified_within_the_memory_budget(tiny_release, tmp_path):
-    """300 MB of pixels: classified correctly, with a peak under 4x the decoded image (measured:
-    0.82 GB, of which about 0.2 GB is MegEngine itself)."""
+    """300 MB of pixels: classified correctly, with a peak under 7x the decoded image.
+
+    Measured 0.82 GB (about 0.2 GB of it MegEngine itself) while the default fused recipe
+    gathered from the uint8 frame; 1.71 GB since it casts the whole frame to float32 before its
+    Resize (the faster recipe, 2026-12-03): 0.3 GB decoded + 1.2 GB float32 frame + MegEngine.
+    The budget was 4x (1.2 GB); it is 7x (2.1 GB) for that float copy: the same 0.38 GB of
+    headroom over the measured peak as before."""
     height = width = 10000
     image = np.empty((height, width, 3), np.uint8)
     ramp = np.arange(width * 3, dtype=np.uint16).reshape(width, 3)
@@ -442,7 +447,7 @@ def test_10000x10000_png_is_classified_within_the_memory_budget(tiny_release, tm
         folder=tmp_path,
     )  # fmt: skip
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
-    assert peak < 1.2e9, f"peak resident memory {peak / 1e9:.2f} GB"
+    assert peak < 2.1e9, f"peak resident memory {peak / 1e9:.2f} GB"
     got = json.loads(result.stdout)["results"][0]["predictions"]
     assert_same_predictions(got, expected_predictions(tiny_release, image))
 
