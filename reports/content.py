@@ -63,6 +63,7 @@ def sections(inputs: ReportInputs) -> list[Section]:
         ratio_section("Devices", devices, "speedup_devices.png", _DEVICE_INTRO, ours),
         plots_section(ours),
         sweep_section(inputs),
+        stages_section(inputs),
         not_measured_section(view),
         other_section(view),
         runs_section(inputs),
@@ -235,6 +236,22 @@ def sweep_section(inputs: ReportInputs) -> Section | None:
     if figure is not None:
         blocks.append(figure)
     return Section("Configuration sweep", tuple(blocks))
+
+
+def stages_section(inputs: ReportInputs) -> Section | None:
+    """Where each preprocessing recipe spends its time (``pytest bench/bench_stages.py``)."""
+    from mge_harness.reports.stages import stage_rows, stages_frame
+
+    frame = stages_frame(stage_rows(b for run in inputs.runs for b in run.benchmarks))
+    if frame.empty:
+        return None
+    intro = Text(
+        "Each recipe's preprocessing timed alone at each frame size (`pytest "
+        "bench/bench_stages.py --benchmark-autosave`): the host pipeline's `cv2.resize` and "
+        "normalise+NCHW pass, or an in-graph recipe's copy-in, Lite operators (median ms of "
+        "profiled rounds) and fetch; `x host` is the recipe's time over the host pipeline's."
+    )
+    return Section("Preprocessing stages", (intro, Table(frame)))
 
 
 def summary_section(inputs: ReportInputs, view: pd.DataFrame, ratios: Ratios) -> Section:

@@ -50,28 +50,28 @@ def stage_rows(benchmarks: Iterable[Mapping]) -> pd.DataFrame:
     )
 
 
-def stages_table(rows: pd.DataFrame) -> str:
-    """A Markdown table: one line per recipe x frame size, the timed call's median, its ratio to
-    the host pipeline at the same size, the stage (Lite operator type) that takes longest, and
-    each stage's ms.
+def stages_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """The stage breakdown as display strings: one row per recipe x frame size, the timed call's
+    median, its ratio to the host pipeline at the same size, the stage (Lite operator type) that
+    takes longest, and each stage's ms.
 
     ``rows`` needs columns ``mode``, ``preprocessing``, ``image_size``, ``median`` (seconds) and
     ``stages`` ({stage: ms}); rows of other modes are ignored, and where a recipe and size appear
     more than once (several runs) the last row counts. ``rest`` is the total less the stages: for
     graphs, Lite's hand-over of the forward to its worker thread and back, which no operator's
     span holds (the stages are medians of separate, profiled rounds, so it can come out
-    negative on a noisy machine). Returns "" when there is no stage row.
+    negative on a noisy machine). Empty when there is no stage row.
     """
     if rows is None or rows.empty or "stages" not in rows:
-        return ""
+        return pd.DataFrame()
     picked = rows[(rows["mode"] == STAGES_MODE) & rows["stages"].map(_is_stages)]
     if picked.empty:
-        return ""
+        return pd.DataFrame()
     picked = picked.drop_duplicates(["preprocessing", "image_size"], keep="last")
     picked = picked.sort_values("image_size", key=lambda s: s.map(_pixels), kind="stable")
     names = _stage_names(picked["stages"])
     header = ["frame", "recipe", "total ms", "x host", "largest stage", *names, "rest"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for row in picked.itertuples(index=False):
         host = picked[(picked["image_size"] == row.image_size) & (picked["preprocessing"] == HOST)]
         total = row.median * 1e3 if _finite(row.median) else None
@@ -80,16 +80,27 @@ def stages_table(rows: pd.DataFrame) -> str:
         )
         ratio = f"{total / host_ms:.2f}x" if total and host_ms else ""
         largest = max(row.stages, key=row.stages.get) if row.stages else ""
-        cells = [
-            str(row.image_size or ""),
-            str(row.preprocessing),
-            _ms(total),
-            ratio,
-            f"{largest} ({_ms(row.stages[largest])} ms)" if largest else "",
-            *(_ms(row.stages.get(name)) for name in names),
-            _ms(total - sum(_stage_values(row.stages))) if total else "",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(
+            [
+                str(row.image_size or ""),
+                str(row.preprocessing),
+                _ms(total),
+                ratio,
+                f"{largest} ({_ms(row.stages[largest])} ms)" if largest else "",
+                *(_ms(row.stages.get(name)) for name in names),
+                _ms(total - sum(_stage_values(row.stages))) if total else "",
+            ]
+        )
+    return pd.DataFrame(lines, columns=header)
+
+
+def stages_table(rows: pd.DataFrame) -> str:
+    """``stages_frame(rows)`` as a Markdown table; "" when there is no stage row."""
+    frame = stages_frame(rows)
+    if frame.empty:
+        return ""
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 

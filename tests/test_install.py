@@ -112,6 +112,12 @@ def _without_extras(env: dict, tmp: Path) -> dict:
     return {**env, "PYTHONPATH": str(tmp / "not-core")}
 
 
+def _chelsea():
+    from mge_harness.exporters.samples import sample_photo
+
+    return sample_photo("chelsea")
+
+
 def test_the_core_requires_no_extra(installed):
     """The installed wheel's metadata: scikit-image, matplotlib, pandas, scipy and the
     EfficientNet weights are requirements of extras only (``; extra == ...``), never of the core."""
@@ -150,7 +156,8 @@ def test_installed_modules_come_from_the_venv(installed):
 
 
 def test_export_and_gate_from_an_empty_folder(installed, tmp_path):
-    """The core alone: the packages of extras cannot be imported (``_without_extras``)."""
+    """The core alone: the packages of extras cannot be imported (``_without_extras``), and the
+    export, the classifier and both forms of the gate (its photo check included) still work."""
     bin_dir, env, work = installed
     env = _without_extras(env, tmp_path)
     before = _repo_state()
@@ -158,6 +165,23 @@ def test_export_and_gate_from_an_empty_folder(installed, tmp_path):
     exported = _sh([bin_dir / "mge-harness", "export", "--model", "tiny", "--out", release,
                     "--quiet"], cwd=work, env=env)  # fmt: skip
     assert exported.returncode == 0, exported.stderr
+    import cv2
+
+    photo = tmp_path / "chelsea.png"
+    cv2.imwrite(str(photo), cv2.resize(_chelsea(), (96, 64)))
+    classify = [
+        bin_dir / "mge-harness",
+        "classify",
+        "--release",
+        release,
+        "--json",
+        "--top-k",
+        "5",
+        photo,
+    ]
+    classified = _sh(classify, cwd=work, env=env)
+    assert classified.returncode == 0, classified.stderr
+    assert len(json.loads(classified.stdout)["results"][0]["predictions"]) == 5
     gate = _sh([bin_dir / "mge-harness", "gate", release, "-q"], cwd=work, env=env)
     assert gate.returncode == 0, gate.stdout + gate.stderr
     assert f"gate PASSED: {work / 'results' / 'gate.json'}" in gate.stdout

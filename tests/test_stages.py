@@ -163,3 +163,20 @@ def test_stage_benchmarks_are_opt_in_and_save_their_breakdown(tmp_path):
     assert {b["group"] for b in benchmarks} == {"stages"}
     table = stages_table(stage_rows(benchmarks))
     assert len(table.splitlines()) == 2 + len(RECIPES) and "48x64" in table
+
+
+def test_the_report_shows_the_stage_breakdown_of_saved_stage_runs(tmp_path):
+    from mge_harness.reports import synthetic as syn
+    from mge_harness.reports.build import write_report
+
+    stages = [
+        _saved("fused", (480, 640), 0.003, {"copy-in": 0.1, "ResizeForward": 1.5}),
+        _saved(HOST, (480, 640), 0.001, {"cv2.resize": 0.6, "normalise+NCHW": 0.3}),
+    ]
+    syn.save(tmp_path / "runs", syn.saved_run(stages), 1)
+    write_report([tmp_path / "runs"], gate=None, out=tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    section = report.split("## Preprocessing stages", 1)[1].split("\n## ", 1)[0]
+    assert "| 480x640 | fused | 3 | 3.00x | ResizeForward (1.5 ms) |" in section
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Preprocessing stages" in html and "ResizeForward (1.5 ms)" in html
