@@ -1,8 +1,10 @@
 """Paired timing (bench.paired), paired sessions of pytest bench/, the canary, and the paired rules.
 
 The planted-slowdown tests run real pytest-benchmark sessions in child processes whose two sides
-are spin doubles (busy-wait on ``perf_counter``), so the whole path is exercised: interleaved
-rounds, the bootstrap interval saved in ``extra_info``, ``python -m reports --paired`` reading it.
+are test doubles that advance ``bench.paired``'s clock (a fake one: exact, jittered and
+sometimes preempted, so the verdicts do not depend on how busy the machine is), so the whole path
+is exercised: interleaved rounds, the bootstrap interval saved in ``extra_info``,
+``python -m reports --paired`` reading it. Real spins are measured in ``bench.paired``'s doc.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -26,15 +27,37 @@ from tests.test_bench_session import ROOT, run_bench, saved_files
 from tests.test_reports import assert_one_line_error, call_main
 
 
-def spin(seconds: float):
-    """A test double of a timed call: busy-waits ``seconds`` of wall time."""
+class FakeTime:
+    """``bench.paired``'s clock in these tests: test doubles advance it, so timings are exact
+    and the tests do not depend on how busy the machine is (timed unit tests flake under
+    xdist; real spins are measured in the module docstring of ``bench.paired``). A call of
+    ``seconds`` takes ``seconds`` x a seeded log-normal jitter (5 %), and 5 % of calls are
+    preempted (x5), as on a busy machine."""
 
-    def call():
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
+    def __init__(self, seed: int = 0):
+        self.now = 0.0
+        self.rng = np.random.default_rng(seed)
 
-    return call
+    def perf_counter(self) -> float:
+        return self.now
+
+    process_time = perf_counter
+
+    def spin(self, seconds: float):
+        def call():
+            preempted = 5.0 if self.rng.random() < 0.05 else 1.0
+            self.now += seconds * float(np.exp(self.rng.normal(0, 0.05))) * preempted
+
+        return call
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeTime:
+    from mge_harness.bench import paired
+
+    fake = FakeTime()
+    monkeypatch.setattr(paired, "time", fake)
+    return fake
 
 
 # --- the loop and the ratio -----------------------------------------------------------------
@@ -47,15 +70,12 @@ def test_rounds_alternate_and_flip_order():
     assert alternator.wall.shape == (4, 2) and alternator.rounds == 4
 
 
-def test_ratio_of_medians_sees_a_planted_slowdown_and_not_its_absence():
-    # 1 ms calls: a spin preempted by a busy machine overshoots, and on calls much shorter than
-    # a scheduler slice most rounds are not preempted, so the medians stay put (3 ms spins with
-    # 40 rounds gave 0.81 [0.73, 1.15] for identical sides at load average 11.7).
-    slower = interleave(spin(0.001), spin(0.00115), 100, warmup=1)
+def test_ratio_of_medians_sees_a_planted_slowdown_and_not_its_absence(clock):
+    slower = interleave(clock.spin(0.001), clock.spin(0.00115), 100, warmup=1)
     result = ratio_of_medians(slower.wall[:, 0], slower.wall[:, 1])
     assert result.excludes(1.0) and result.low > 1.10, result
     assert result.low <= result.ratio <= result.high
-    same = interleave(spin(0.001), spin(0.001), 100, warmup=1)
+    same = interleave(clock.spin(0.001), clock.spin(0.001), 100, warmup=1)
     even = ratio_of_medians(same.wall[:, 0], same.wall[:, 1])
     # A 95 % interval misses the truth 1 time in 20, so the check is that it stays near 1.
     assert 0.95 < even.low <= even.high < 1.05, even
@@ -93,15 +113,26 @@ def test_a_paired_ratio_fails_only_when_its_whole_interval_is_beyond(rule, low, 
 # --- paired sessions ------------------------------------------------------------------------
 
 PLANTED = """
+import numpy as np
+
+from mge_harness.bench import paired
 from mge_harness.bench.grid import quick_grid
 from mge_harness.bench.paired import time_pair
 
+class FakeTime:  # the clock of bench.paired, advanced by the doubles (see the test module)
+    def __init__(self):
+        self.now, self.rng = 0.0, np.random.default_rng(0)
+    def perf_counter(self):
+        return self.now
+    process_time = perf_counter
+
+CLOCK = FakeTime()
+paired.time = CLOCK
+
 def spin(seconds):
-    import time
     def call():
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
+        preempted = 5.0 if CLOCK.rng.random() < 0.05 else 1.0
+        CLOCK.now += seconds * float(np.exp(CLOCK.rng.normal(0, 0.05))) * preempted
     return call
 
 def test_planted(benchmark):
