@@ -100,6 +100,29 @@ def cuda_info() -> dict | str:
     }
 
 
+#: CPU flags that decide which Lite kernels run fast (nchw88 wants AVX2 + FMA, VNNI speeds int8).
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni")
+
+
+def cpu_info() -> dict | None:
+    """The CPU as py-cpuinfo (pytest-benchmark's dependency) names it: model, architecture,
+    logical CPUs and the SIMD flags of ``SIMD_FLAGS`` it has; None without py-cpuinfo. For
+    files written outside a pytest-benchmark session (``tuned.json``), whose ``machine_info``
+    would otherwise not say which CPU a configuration was the fastest on."""
+    try:
+        import cpuinfo
+    except ImportError:
+        return None
+    info = cpuinfo.get_cpu_info()
+    flags = set(info.get("flags") or ())
+    return {
+        "brand_raw": info.get("brand_raw"),
+        "arch": info.get("arch"),
+        "count": info.get("count"),
+        "simd_flags": [flag for flag in SIMD_FLAGS if flag in flags],
+    }
+
+
 def machine_info() -> dict:
     """Everything above as one JSON-ready dict, merged into pytest-benchmark's ``machine_info``
     at its top level (where the reports read ``megengine_version``, ``threads``, ``load``...)."""

@@ -449,7 +449,7 @@ def _recommended(name: str | None, config: DeviceConfig | None, chosen: Sequence
 
 def document(manifest, rows: Sequence[Row], batches: Sequence[int], configs) -> dict:
     """The ``tuned.json`` document: per variant the recommendation and every row."""
-    from mge_harness.bench.machine import machine_info
+    from mge_harness.bench.machine import cpu_info, machine_info
 
     by_name = {c.name: c for c in configs}
     variants = {}
@@ -468,7 +468,7 @@ def document(manifest, rows: Sequence[Row], batches: Sequence[int], configs) -> 
         "baseline": BASELINE,
         "batches": list(batches),
         "tolerance": {"atol_scale": ATOL_SCALE, "rtol": 0.0, "cosine_min": COSINE_MIN},
-        "machine_info": machine_info(),
+        "machine_info": {**machine_info(), "cpu": cpu_info()},
         "variants": variants,
     }
 

@@ -221,8 +221,13 @@ def sweep_section(inputs: ReportInputs) -> Section | None:
     frame = sweep_frame(tuned)
     frame["reason"] = frame["reason"].map(_short)
     baseline = tuned.get("baseline", "cpu")
+    cpu = (tuned.get("machine_info") or {}).get("cpu")
+    where = ""
+    if isinstance(cpu, dict) and cpu.get("brand_raw"):
+        flags = ", ".join(cpu.get("simd_flags") or ()) or "no SIMD flags recorded"
+        where = f", measured on {cpu['brand_raw']} ({flags})"
     intro = Text(
-        f"`python -m bench.tune` ({inputs.tuned_note}), model `{tuned.get('model')}`: every "
+        f"`python -m bench.tune` ({inputs.tuned_note}{where}), model `{tuned.get('model')}`: every "
         f"Lite configuration against `{baseline}` on the same variant, timed paired (speedup = "
         f"{baseline} time / config time, 95 % bootstrap interval), checked for equivalence "
         "first. Recommended per variant:"

@@ -257,7 +257,10 @@ SWEEP = {
 def test_the_tune_sweep_is_found_in_the_gates_release_folder(tmp_path):
     release = tmp_path / "release"
     release.mkdir()
-    (release / "tuned.json").write_text(json.dumps(syn.tuned(SWEEP, {FUSED: "cpu-nchw88"})))
+    tuned = syn.tuned(SWEEP, {FUSED: "cpu-nchw88"})
+    cpu = {"brand_raw": "AMD EPYC 7B13", "arch": "X86_64", "count": 2, "simd_flags": ["avx2"]}
+    tuned["machine_info"] = {**tuned.get("machine_info", {}), "cpu": cpu}
+    (release / "tuned.json").write_text(json.dumps(tuned))
     gate = syn.gate({FUSED: "pass"}, release=str(release))
     (tmp_path / "gate.json").write_text(json.dumps(gate))
     data = syn.timings(0.02, 0.02, 10, seed=1)
@@ -267,7 +270,7 @@ def test_the_tune_sweep_is_found_in_the_gates_release_folder(tmp_path):
 
     report = (tmp_path / "out" / "report.md").read_text()
     sweep = report.split("## Configuration sweep")[1].split("\n## ")[0]
-    assert f"from {release / 'tuned.json'}" in sweep
+    assert f"from {release / 'tuned.json'}, measured on AMD EPYC 7B13 (avx2)" in sweep
     assert f"- `{FUSED}`: `cpu-nchw88` (batch 1 3.10x [2.90, 3.30])" in sweep
     rows = [line for line in sweep.splitlines() if line.startswith(f"| {FUSED} |")]
     assert len(rows) == len(SWEEP[FUSED])

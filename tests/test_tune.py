@@ -103,6 +103,8 @@ def test_sweep_times_an_equivalent_config_and_records_it(swept):
     assert 0 < row.equivalence["max_abs"] <= row.equivalence["tolerance"]["atol"]
     document = json.loads(path.read_text())
     assert path.name == "tuned.json" and document["model"] == "tiny"
+    cpu = document["machine_info"]["cpu"]  # which CPU the configuration was fastest on
+    assert cpu["brand_raw"] and cpu["count"] >= 1 and isinstance(cpu["simd_flags"], list)
     sweep = document["variants"][VARIANT]["sweep"]
     assert {r["config"]: r["verdict"] for r in sweep} == {
         "cpu-nchw88": "ok",
