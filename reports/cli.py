@@ -192,8 +192,7 @@ def _compare(args: argparse.Namespace) -> int:
     base, candidate = (read_run(find_run(ref, args.benchmarks)) for ref in args.compare)
     comparison = compare_runs(base, candidate, rules, alpha=args.alpha)
     write_comparison(comparison, args.out)
-    print(comparison_markdown(comparison), end="")
-    print(comparison.drift_text, file=sys.stderr)  # stdout is compare.md, as written
+    print(comparison_markdown(comparison), end="")  # compare.md, the canary drift line included
     return 0 if comparison else 1
 
 

@@ -569,6 +569,8 @@ _COMPARE_COLUMNS = {
     "base ms": ("base_ms", fmt.millis),
     "candidate ms": ("candidate_ms", fmt.millis),
     "ratio": ("ratio", fmt.ratio),
+    "canary": ("canary", fmt.ratio),
+    "normalised": ("normalised_ratio", fmt.ratio),
     "p-value": ("p_value", fmt.p_value),
     "verdict": ("verdict", fmt.text),
     "failed rules": ("failed", fmt.text),
@@ -580,7 +582,9 @@ def comparison_sections(comparison: Comparison) -> list[Section]:
     intro = Text(
         f"Candidate `{comparison.candidate}` against base `{comparison.base}`. ratio = "
         "median(candidate) / median(base), above 1 is slower. p-value: two-sided Mann-Whitney U "
-        f"on the raw timings; differences with p >= {comparison.alpha:g} are within noise."
+        f"on the raw timings; differences with p >= {comparison.alpha:g} are within noise. "
+        "canary: the candidate run's machine-speed canary over the base run's; normalised: the "
+        "ratio divided by it, which the rules judge."
     )
     table = Table(fmt.display(comparison.table, _COMPARE_COLUMNS))
     rules = ", ".join(f"`{rule}`" for rule in comparison.rules) or "none given (`--fail-on`)"
@@ -589,6 +593,6 @@ def comparison_sections(comparison: Comparison) -> list[Section]:
     else:
         verdict = Text("No rule failed." if comparison.rules else "Nothing to check.")
     return [
-        Section("Per benchmark", (intro, table)),
+        Section("Per benchmark", (intro, Text(comparison.drift_text), table)),
         Section("Regressions", (Text(f"Rules: {rules}."), verdict)),
     ]

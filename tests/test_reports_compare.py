@@ -217,4 +217,7 @@ def test_cli_compare_says_how_much_drift_the_canary_saw(tmp_path):
     canary_runs(tmp_path / ".benchmarks", slowdown=1.0, machine=1.2)
     done = call_main("--compare", "0001", "0002", "--fail-on", "median:10%", cwd=tmp_path)
     assert done.returncode == 0, done.stdout
-    assert "canary drift: the candidate run's canary took 1.200x" in done.stderr
+    line = "canary drift: the candidate run's canary took 1.200x"
+    assert line in done.stdout and done.stderr == "", done.stderr  # stdout is compare.md
+    written = next(tmp_path.rglob("compare.md")).read_text()
+    assert line in written and "| canary | normalised |" in written
