@@ -22,6 +22,7 @@ from mge_harness.exporters.devices import DEVICE_CONFIGS
 from mge_harness.exporters.manifest import load_manifest
 from mge_harness.exporters.probe import ProbeResult
 from tests.hardening_models import USAGE_ERROR, assert_one_line, run_gate
+from tests.test_tune import NoisyRunner  # outputs moved by scale x their largest magnitude
 
 
 def _recommendation(name: str) -> dict:
@@ -98,24 +99,6 @@ def test_a_broken_tuned_json_refuses_the_gate_in_one_line(
     assert_one_line(result, USAGE_ERROR, "ERROR: ", str(broken / TUNED_FILE), expected)
 
 
-class _Noisy:
-    """A runner whose outputs move by ``scale`` times their largest magnitude: a configuration
-    that is faster, say, but changes results."""
-
-    def __init__(self, runner, scale: float):
-        self.runner, self.scale = runner, scale
-        self.rng = np.random.default_rng(0)
-
-    def infer(self, feed):
-        outputs = self.runner.infer(feed)
-        return {
-            name: (
-                value + self.scale * np.abs(value).max() * self.rng.standard_normal(value.shape)
-            ).astype(value.dtype)
-            for name, value in outputs.items()
-        }
-
-
 @pytest.mark.parametrize("scale, passes", [(0.0, True), (1e-3, False)])
 def test_a_configuration_that_changes_results_fails(tuned_release, monkeypatch, scale, passes):
     from mge_harness.equivalence.gate import Gate, RunnerPool
@@ -125,7 +108,7 @@ def test_a_configuration_that_changes_results_fails(tuned_release, monkeypatch, 
     def planted(self, entry, device="cpu"):
         runner = image(self, entry, device)
         tuned = getattr(device, "name", device).startswith("tuned:")
-        return _Noisy(runner, scale) if tuned else runner
+        return NoisyRunner(runner, scale) if tuned else runner
 
     monkeypatch.setattr(RunnerPool, "image", planted)
     gate = Gate(load_manifest(tuned_release))
