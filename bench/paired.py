@@ -51,6 +51,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mge_harness.exporters.poller import work_cpu_time
+
 #: Untimed rounds of each side before the timed ones (first forwards allocate and warm caches).
 WARMUP_ROUNDS = 2
 
@@ -62,7 +64,7 @@ CONFIDENCE = 0.95
 
 class Alternator:
     """Calls ``first`` and ``second`` once per call, the order flipped every call (``first``
-    leads on even calls), and keeps each call's wall and process CPU seconds.
+    leads on even calls), and keeps each call's wall and CPU seconds (``work_cpu_time``).
 
     A pytest-benchmark round (``benchmark.pedantic(alternator, rounds=N)``) is one call, so
     the benchmark's own figures are those of a round of both sides; the sides' own timings are
@@ -78,10 +80,10 @@ class Alternator:
         order = (0, 1) if len(self._wall) % 2 == 0 else (1, 0)
         wall, cpu = [0.0, 0.0], [0.0, 0.0]
         for side in order:
-            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            start_cpu, start_wall = work_cpu_time(), time.perf_counter()
             self.calls[side]()
             wall[side] = time.perf_counter() - start_wall
-            cpu[side] = time.process_time() - start_cpu
+            cpu[side] = work_cpu_time() - start_cpu
         self._wall.append((wall[0], wall[1]))
         self._cpu.append((cpu[0], cpu[1]))
 

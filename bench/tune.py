@@ -14,9 +14,10 @@ three steps, and the first that fails decides its verdict:
    seeded uniform uint8 images at the model's input size, compared with
    ``equivalence.compare`` under ``TOLERANCE``; failing it is ``not equivalent``;
 3. **paired timing** (``bench.paired``, the loop the paired benchmarks use too): default and
-   candidate forwards alternate in this process (the order flips every round), each forward timed with ``perf_counter`` and ``process_time``; the speedup is
+   candidate forwards alternate in this process (the order flips every round), each forward timed with ``perf_counter`` and the process CPU time
+   less MegEngine's event poller's (``exporters.poller.work_cpu_time``); the speedup is
    the median of the per-round ratios default/candidate, with a 95 % bootstrap interval of that
-   median. ``cpu/wall`` is the candidate's process CPU time over its wall time: above 1 means
+   median. ``cpu/wall`` is the candidate's CPU time over its wall time: above 1 means
    it kept more than one core busy.
 
 The timed call is ``LiteRunner.run()`` (forward + wait) with the input already in the Lite

@@ -5,6 +5,8 @@ stderr the first time anything probes for CUDA, unconditionally (no log level co
 Entry points call ``probe_cuda_quietly()`` first: it triggers that probe once with file
 descriptor 2 captured and dropped, so a bad input still ends in exactly one ``error:`` line.
 Image decoders (libpng, OpenCV's log) are captured the same way (``captured_stderr``).
+The eager tensor that probe makes starts MegEngine's event poller thread, which it then moves
+out of the way of real work (``exporters.poller``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+
+from mge_harness.exporters.poller import idle_megengine_poller
 
 
 @contextmanager
@@ -47,5 +51,6 @@ def probe_cuda_quietly() -> int:
 
         megengine.get_device_count("gpu")
         megengine.tensor([0.0]).numpy()  # the first tensor probes the driver once more
+        idle_megengine_poller(wait=1.0)  # that tensor started the poller: idle cores only
         # Lite asks the driver again (with its own three lines); its count is the one we use.
         return int(lite.LiteGlobal.get_device_count(lite.LiteDeviceType.LITE_CUDA))

@@ -110,6 +110,14 @@ def pytest_configure(config):
         config.addinivalue_line("filterwarnings", line)
 
 
+def pytest_runtest_setup(item):
+    """MegEngine's event poller, once a test's eager tensor started it, runs on idle cores only
+    (``exporters.poller``): one look in ``/proc`` per test until it is found, then none."""
+    from mge_harness.exporters.poller import idle_megengine_poller
+
+    idle_megengine_poller()
+
+
 @pytest.fixture(scope="session")
 def manifest(pytestconfig):
     """The validated manifest of the release under test (loaded once per session)."""

@@ -414,8 +414,9 @@ def latency_section(ours: pd.DataFrame) -> Section | None:
         Text(
             "Seconds per call are shown in milliseconds; one call processes `batch` images. "
             "`equivalence` is the gate's verdict for the variant, `max abs` and `cosine` its "
-            "worst check. `cpu/wall` is the process CPU time over the wall time of the timed "
-            "rounds: above 1, the configuration used more than one core. Noisy rows are "
+            "worst check. `cpu/wall` is the CPU time (MegEngine's event poller thread left "
+            "out) over the wall time of the timed rounds: above 1, the configuration used "
+            "more than one core. Noisy rows are "
             "highlighted in the HTML report."
         )
     ]
