@@ -52,8 +52,8 @@ class CpuClock:
         try:
             return self.target(*args)
         finally:
-            self.cpu += work_cpu_time() - cpu
             self.wall += time.perf_counter() - wall
+            self.cpu += work_cpu_time() - cpu
 
     def figures(self) -> dict[str, float]:
         if self.wall <= 0:
