@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+from mge_harness.exporters.deferred import defer_megengine_downloads
 from mge_harness.exporters.poller import idle_megengine_poller
 
 
@@ -44,7 +45,9 @@ def captured_stderr() -> Iterator[list[str]]:
 
 @lru_cache(maxsize=1)
 def probe_cuda_quietly() -> int:
-    """Imports MegEngine and Lite and counts CUDA devices with stderr silenced."""
+    """Imports MegEngine (its unused download stack deferred, ``exporters.deferred``) and Lite
+    and counts CUDA devices with stderr silenced."""
+    defer_megengine_downloads()
     with captured_stderr():
         import megengine
         import megenginelite as lite
