@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,23 +225,63 @@ def test_two_exports_into_one_folder_do_not_corrupt_each_other(tmp_path):
     assert exported == 5  # the second exporter waited, then found every file cached
 
 
+#: The exporter, made to stop for good right after its second dump wrote its temporary file
+#: (before the rename): it writes that file's path to argv[1] first, for the test to kill it
+#: there. A fixed point, so the kill always lands with a finished .mge beside a .tmp in flight.
+_STOPPED_MID_EXPORT = """
+import sys, time
+from pathlib import Path
+
+from megengine.jit import trace
+
+real_dump, dumps = trace.dump, []
+
+
+def dump(self, file, *args, **kwargs):
+    result = real_dump(self, file, *args, **kwargs)
+    dumps.append(file)
+    if len(dumps) == 2:
+        Path(sys.argv[1]).write_text(str(file))
+        time.sleep(600)
+    return result
+
+
+trace.dump = dump
+from mge_harness.exporters.__main__ import main
+
+sys.exit(main(["--model", "tiny", "--out", sys.argv[2], "--quiet"]))
+"""
+
+
 def test_kill_9_during_an_export_leaves_nothing_trusted(tmp_path):
     import signal
+    import subprocess
+    import sys
     import time
 
-    process = _export_process(tmp_path, "resnet18")
+    out, marker = tmp_path / "release", tmp_path / "in-flight"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_MID_EXPORT, str(marker), str(out)],
+        cwd=root, env=dict(os.environ, PYTHONPATH=root),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("*.mge")) and time.monotonic() < deadline:
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    _, stderr = process.communicate(timeout=30)
+    assert marker.exists(), stderr[-3000:]
+    in_flight = Path(marker.read_text())
+    assert in_flight.exists() and in_flight.name.endswith(".tmp"), in_flight
+    assert len(list(out.glob("*.mge"))) == 1  # the first dump, finished and renamed
     # No manifest yet, so nothing in the folder is trusted by any reader ...
     with pytest.raises(HarnessError, match="manifest.json: missing"):
-        load_manifest(tmp_path)
+        load_manifest(out)
     # ... and the next export cleans up and produces a complete, verified release.
-    export_release(builtin_spec("resnet18"), tmp_path, progress=None)
-    assert not list(tmp_path.glob(".*.tmp"))
-    assert len(load_manifest(tmp_path).variants) == 5
+    export_release(builtin_spec("tiny"), out, progress=None)
+    assert not list(out.glob(".*.tmp"))
+    assert len(load_manifest(out).variants) == 5
 
 
 def test_lite_runner_checks_dtype_and_shape_before_feeding(tiny_release):
