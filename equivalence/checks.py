@@ -146,7 +146,8 @@ NO_EAGER_SOURCE = (
 
 
 def _reference(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
-    return infer(pool.reference(), images), infer(pool.image(entry), images)
+    ref = pool.memoized(("reference",), images, lambda: infer(pool.reference(), images))
+    return ref, infer(pool.image(entry), images)
 
 
 def _fuse(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
@@ -157,11 +158,13 @@ def _fuse(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
 def _eager(pool: RunnerPool, entry: VariantEntry, images: np.ndarray):
     from mge_harness.exporters.preprocess import reference_preprocess
 
-    eager = pool.eager(entry.preprocessing)
-    if entry.is_raw_input:
-        ref = infer(eager, images)
-    else:
-        ref = infer(eager, reference_preprocess(images, pool.manifest.preprocess))
+    def compute():
+        eager = pool.eager(entry.preprocessing)
+        if entry.is_raw_input:
+            return infer(eager, images)
+        return infer(eager, reference_preprocess(images, pool.manifest.preprocess))
+
+    ref = pool.memoized(("eager", entry.preprocessing), images, compute)
     return ref, infer(pool.image(entry), images)
 
 

@@ -7,7 +7,9 @@ check compares lives in its record (:mod:`equivalence.checks`).
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
@@ -21,16 +23,49 @@ from mge_harness.exporters.errors import HarnessError, first_line
 from mge_harness.exporters.manifest import Manifest, VariantEntry
 from mge_harness.exporters.outputs import logits_names
 
+#: How many bytes of reference outputs a RunnerPool keeps (``RunnerPool.memoized``): 20 batches
+#: of four 1000-class logits are 0.3 MB, so this bounds only models with large outputs.
+MEMO_BYTES = 64 * 2**20
+
 
 class RunnerPool:
-    """Activated runners of one release, each loaded once per process and shared by all checks."""
+    """Activated runners of one release, each loaded once per process and shared by all checks,
+    and the reference side's outputs for the batches seen (``memoized``)."""
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: Manifest, memo_bytes: int = MEMO_BYTES):
         self.manifest = manifest
         self._runners: dict[tuple, object] = {}
         self._module = None
         #: Ids of variants that crashed or hung in a probe: never loaded in this process.
         self.blocked: frozenset[str] = frozenset()
+        self._memo: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
+        self._memo_bytes, self._memo_limit = 0, memo_bytes
+        self.memo_hits = self.memo_misses = 0
+
+    def memoized(self, what: tuple, images: np.ndarray, compute: Callable[[], dict]) -> dict:
+        """``compute()``, the outputs of a pipeline every variant is compared with (``what``
+        names it: the reference pipeline, its exact-resize form, the eager module), kept for
+        these exact ``images``: the checks of every variant see the same batches (the ci
+        profile is derandomized), so the reference side is computed once per batch, not once
+        per variant. The kept arrays are read-only; least recently used ones are dropped past
+        ``memo_bytes``."""
+        pixels = np.ascontiguousarray(images)
+        digest = hashlib.blake2b(pixels.data, digest_size=16).digest()
+        key = (what, pixels.shape, pixels.dtype.str, digest)
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            self.memo_hits += 1
+            return self._memo[key]
+        self.memo_misses += 1
+        outputs = compute()
+        for array in outputs.values():
+            array.flags.writeable = False
+        self._memo[key] = outputs
+        self._memo_bytes += sum(a.nbytes for a in outputs.values())
+        while self._memo_bytes > self._memo_limit and len(self._memo) > 1:
+            _, dropped = self._memo.popitem(last=False)
+            self._memo_bytes -= sum(a.nbytes for a in dropped.values())
+        return outputs
 
     def _get(self, key: tuple, make: Callable[[], object]):
         if key not in self._runners:
@@ -109,9 +144,11 @@ def _exact_reference(pool: RunnerPool, images: np.ndarray) -> np.ndarray:
     """The reference pipeline with an exact (float) resize instead of OpenCV's uint8 one."""
     from mge_harness.exporters.preprocess import reference_preprocess
 
-    model = pool.reference_model()
-    batch = reference_preprocess(images, pool.manifest.preprocess, exact=True)
-    return infer_model(model, batch)
+    def compute():
+        batch = reference_preprocess(images, pool.manifest.preprocess, exact=True)
+        return infer_model(pool.reference_model(), batch)
+
+    return pool.memoized(("exact-reference",), images, compute)
 
 
 def infer_model(model, batch: np.ndarray) -> dict[str, np.ndarray]:

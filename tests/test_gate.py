@@ -359,3 +359,56 @@ def test_bad_release_stops_with_one_line(tiny_release, tmp_path, case):
     # gate.json fails closed: a refused release leaves no earlier verdict behind.
     assert (document["status"], document["passed"], document["variants"]) == ("error", False, [])
     assert expected in document["error"]
+
+
+# --- the reference side, computed once per batch ---------------------------------------------
+
+
+def test_the_reference_side_is_computed_once_per_batch_and_gives_the_same_verdicts(
+    tiny_release,
+):
+    from mge_harness.equivalence.gate import Gate
+    from mge_harness.exporters.manifest import load_manifest
+
+    manifest = load_manifest(tiny_release)
+    rng = np.random.default_rng(5)
+    batches = [rng.integers(0, 256, (n, 40 + n, 50, 3), np.uint8) for n in (1, 2, 3)]
+    variants = ["tiny.external.cbn-on", "tiny.fused.cbn-off", "tiny.fused.cbn-on"]
+    shared = Gate(manifest)
+    results = {}
+    for check in ("reference", "eager", "photos"):
+        for variant in variants:
+            for i, images in enumerate(batches):
+                fresh = Gate(manifest).run(check, variant, images)  # nothing kept before
+                kept = shared.run(check, variant, images.copy())  # same pixels, new array
+                assert (kept.status, kept.margin) == (fresh.status, fresh.margin)
+                results[check, variant, i] = kept
+    # Per batch, 15 asks: reference and photos each want the reference pipeline and its
+    # exact-resize form for 3 variants (12), eager its module once per variant (3). Computed
+    # once per batch: those two pipelines and the eager module of "external" and of "fused".
+    assert shared.pool.memo_misses == 3 * 4
+    assert shared.pool.memo_hits == 3 * (15 - 4)
+    assert all(results.values())
+
+
+def test_kept_outputs_are_read_only_and_bounded():
+    from mge_harness.equivalence.gate import RunnerPool
+
+    pool = RunnerPool(manifest=None, memo_bytes=3 * 400)
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"logits": np.full(100, value, np.float32)}  # 400 bytes
+
+    images = [np.full((1, 2, 2, 3), i, np.uint8) for i in range(4)]
+    first = pool.memoized(("reference",), images[0], lambda: compute(0))
+    with pytest.raises(ValueError, match="read-only"):
+        first["logits"][0] = 1
+    assert pool.memoized(("reference",), images[0].copy(), lambda: compute(9)) is first
+    pool.memoized(("eager", "fused"), images[0], lambda: compute(1))  # another pipeline
+    for i in (1, 2, 3):
+        pool.memoized(("reference",), images[i], lambda i=i: compute(10 + i))
+    assert calls == [0, 1, 11, 12, 13]
+    pool.memoized(("reference",), images[0], lambda: compute(20))  # dropped past 1200 bytes
+    assert calls[-1] == 20 and pool.memo_hits == 1
