@@ -164,6 +164,24 @@ class CompareResult:
                 margins.append(1.0 if self.spread_ratio == 0 else -math.inf)
         return min(margins)
 
+    @property
+    def failed_rules(self) -> list[str]:
+        """The rules a mismatch broke, each with its value and limit (empty when none did)."""
+        tol, failed = self.tolerance, []
+        if self.mismatches:
+            failed.append(f"elementwise ({self.mismatches} of {self.size} elements outside)")
+        if self.cosine < tol.cosine_min:
+            failed.append(f"cosine {self.cosine:.8f} < {tol.cosine_min:.8f}")
+        if self.spread_ratio > tol.spread_ratio:
+            failed.append(
+                f"error / between-image spread {self.spread_ratio:.3g} > {tol.spread_ratio:.3g}"
+            )
+        if self.centred_cosine < tol.centred_cosine_min:
+            failed.append(
+                f"centred cosine {self.centred_cosine:.8f} < {tol.centred_cosine_min:.8f}"
+            )
+        return failed
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite floats (no value, or no passing rtol) become None."""
         data = asdict(self)
@@ -180,6 +198,8 @@ class CompareResult:
         lines = [f"{self.status.upper()}: {self.detail}" if self.detail else self.status.upper()]
         if self.size == 0:
             return lines[0]
+        if self.status == "mismatch" and self.failed_rules:
+            lines.append(f"  failed: {'; '.join(self.failed_rules)}")
         lines.append(
             f"  {self.mismatches} of {self.size} elements ({100 * self.mismatch_fraction:.2f}%) "
             f"outside {rule}; margin {self.margin:.3g}"
@@ -206,10 +226,11 @@ class CompareResult:
         if self.top1_agreement is not None:
             top5 = "n/a" if self.top5_agreement is None else f"{100 * self.top5_agreement:.0f}%"
             lines.append(f"  top-1 agreement {100 * self.top1_agreement:.0f}%, top-5 {top5}")
-        lines.append(
-            f"  would pass the elementwise rule with atol >= {self.min_atol:.3g} "
-            f"(rtol {tol.rtol:.3g}) or rtol >= {self.min_rtol:.3g} (atol {tol.atol:.3g})"
-        )
+        if self.mismatches:  # where it holds, the smallest passing atol says nothing new
+            lines.append(
+                f"  would pass the elementwise rule with atol >= {self.min_atol:.3g} "
+                f"(rtol {tol.rtol:.3g}) or rtol >= {self.min_rtol:.3g} (atol {tol.atol:.3g})"
+            )
         return "\n".join(lines)
 
 

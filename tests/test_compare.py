@@ -346,3 +346,20 @@ def test_a_batch_near_the_centre_is_judged_without_the_centred_cosine():
     assert close and math.isnan(close.centred_cosine)
     far = compare(ref, ref + 0.5, tol, scale)
     assert not far and far.spread_ratio > tol.spread_ratio
+
+
+def test_a_mismatch_names_the_rules_it_broke_first():
+    ref = np.zeros((1, 4), np.float32)
+    out = np.full((1, 4), 0.5, np.float32)  # within atol 2, but large against a tiny spread
+    scale = OutputScale(centre=np.zeros((1, 4)), spread=1e-3)
+    result = compare(ref, out, Tolerance(atol=2.0, rtol=0.0, cosine_min=-1.0), scale)
+    lines = str(result).splitlines()
+    assert result.status == "mismatch" and result.mismatches == 0
+    assert lines[1] == f"  failed: error / between-image spread 500 > {SPREAD_RATIO:.3g}"
+    assert not any("would pass the elementwise rule" in line for line in lines)
+
+    elementwise = compare(ref, out, Tolerance(atol=0.1, rtol=0.0, cosine_min=-1.0))
+    lines = str(elementwise).splitlines()
+    assert lines[1] == "  failed: elementwise (4 of 4 elements outside)"
+    assert "would pass the elementwise rule with atol >= 0.5" in lines[-1]
+    assert compare(ref, ref, Tolerance(atol=0.1, rtol=0.0, cosine_min=-1.0)).failed_rules == []
