@@ -243,13 +243,15 @@ _CELLS = {
 }  # fmt: skip
 _LEGEND = (
     "ok pass, FAIL fail, xfail expected failure caught, XPASS expected failure not caught, "
-    "- skipped or not applicable, CRASH/HUNG in its probe; margin: the worst passing check's"
+    "- skipped or not applicable, CRASH/HUNG in its probe; margin: the worst passing check's, "
+    "of a failed variant the worst failing check's (below 0)"
 )
 
 
 def summary_table(variants: list[dict], width: int = WIDTH) -> list[str]:
-    """One row per variant, one column per check, and the worst margin of its passing checks,
-    in at most ``width`` columns (long variant ids are shortened in the middle)."""
+    """One row per variant, one column per check, and the worst margin of its passing checks
+    (of a failed variant: of its failing checks, so a failure never shows a passing margin), in
+    at most ``width`` columns (long variant ids are shortened in the middle)."""
     checks = [c for c in GATE_CHECKS if any(k["check"] == c for v in variants for k in v["checks"])]
     headings = [_HEADINGS.get(c, c)[:6] for c in checks]
     fixed = 2 + 7 + 7 * len(checks) + 7
@@ -262,18 +264,24 @@ def summary_table(variants: list[dict], width: int = WIDTH) -> list[str]:
     for variant in variants:
         by_check = {c["check"]: c for c in variant["checks"]}
         cells = [_CELLS.get(by_check[c]["verdict"], "?") if c in by_check else "" for c in checks]
+        shown = "fail" if variant["verdict"] == "fail" else "pass"
         margins = [
             c["margin"]
             for c in variant["checks"]
-            if c["verdict"] == "pass" and c["margin"] is not None
+            if c["verdict"] == shown and c["margin"] is not None
         ]
-        margin = f"{min(margins):.2f}" if margins else "-"
+        margin = _margin_cell(min(margins)) if margins else "-"
         lines.append(
             f"{_shorten(variant['id'], name_width):<{name_width}}  {variant['verdict']:<7}"
             + "".join(f" {cell:<6}" for cell in cells)
             + f" {margin:>6}"
         )
     return [*lines, *textwrap.wrap(_LEGEND, width), *_diagnoses(variants, width)]
+
+
+def _margin_cell(margin: float) -> str:
+    """A margin in the table's 6 columns: two decimals, "<-10" below -9.99."""
+    return "<-10" if margin < -9.99 else f"{margin:.2f}"
 
 
 def _diagnoses(variants: list[dict], width: int) -> list[str]:

@@ -125,7 +125,11 @@ def test_the_summary_is_one_row_per_variant_within_100_columns():
 
     verdicts = ["pass", "fail", "xfail", "skipped", "crashed", "timeout", "xpass"]
     checks = [
-        {"check": name, "verdict": verdict, "margin": 0.25 + i / 100}
+        {
+            "check": name,
+            "verdict": verdict,
+            "margin": -20.0 if verdict == "fail" else 0.25 + i / 100,
+        }
         for i, (name, verdict) in enumerate(zip(GATE_CHECKS, verdicts))
     ]
     ids = ["tiny.fused.cbn-on", "a-very-long-user-model-name.fused-fast.cbn-on.with-a-suffix" * 2]
@@ -134,6 +138,13 @@ def test_the_summary_is_one_row_per_variant_within_100_columns():
     header, short, long, *legend = lines
     assert header.split()[:3] == ["variant", "verdict", "ref"] and header.split()[-1] == "margin"
     assert short.split() == ["tiny.fused.cbn-on", "fail", "ok", "FAIL", "xfail", "-", "CRASH",
-                             "HUNG", "XPASS", "0.25"]  # fmt: skip
+                             "HUNG", "XPASS", "<-10"]  # fmt: skip
+    # A failed variant shows its failing check's margin, any other its worst passing one's.
+    passing = [c for c in checks if c["verdict"] != "fail"]
+    [_, row, *_] = summary_table([{"id": "ok-variant", "verdict": "pass", "checks": passing}])
+    assert row.split()[-1] == "0.25"
+    failing = [{**c, "margin": -0.5} if c["verdict"] == "fail" else c for c in checks]
+    [_, row, *_] = summary_table([{"id": "bad-variant", "verdict": "fail", "checks": failing}])
+    assert row.split()[-1] == "-0.50"
     assert "~" in long.split()[0] and long.split()[0].startswith("a-very-long")
     assert legend and "XPASS expected failure not caught" in " ".join(legend)
