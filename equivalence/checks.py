@@ -480,7 +480,7 @@ GATE_CHECKS: dict[str, Check] = {
         ),
         Check(
             "photos",
-            "the variant against the reference pipeline on real photos, top-1 included",
+            "the variant against the reference pipeline on real photos, and top-1 for class scores",
             _REFERENCE,  # the same two pipelines compared: the same noise source
             _reference,
             needs="reference",
