@@ -198,8 +198,9 @@ class CompareResult:
         lines = [f"{self.status.upper()}: {self.detail}" if self.detail else self.status.upper()]
         if self.size == 0:
             return lines[0]
-        if self.status == "mismatch" and self.failed_rules:
-            lines.append(f"  failed: {'; '.join(self.failed_rules)}")
+        failed = self.failed_rules if self.status == "mismatch" else []
+        if failed:
+            lines.append(f"  failed: {'; '.join(failed)}")
         lines.append(
             f"  {self.mismatches} of {self.size} elements ({100 * self.mismatch_fraction:.2f}%) "
             f"outside {rule}; margin {self.margin:.3g}"
