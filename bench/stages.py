@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mge_harness.exporters.runners import set_input
+from mge_harness.exporters.runners import load_network, set_input
 
 #: The benchmark group of the stage benchmarks.
 STAGES_GROUP = "stages"
@@ -122,7 +122,7 @@ class GraphStages:
         network = lite.LiteNetwork()
         if profile is not None:
             network.enable_profile_performance(str(profile))
-        network.load(str(self.path))
+        load_network(network, self.path)
         return network, network.get_io_tensor("data"), network.get_io_tensor("pixels")
 
     def __call__(self) -> None:

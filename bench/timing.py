@@ -13,6 +13,7 @@ import time
 
 from mge_harness.bench.inputs import frame_size, image_batch, model_feed
 from mge_harness.exporters.poller import work_cpu_time
+from mge_harness.exporters.runners import load_network
 
 
 def time_call(benchmark, grid, target, *args) -> None:
@@ -83,7 +84,7 @@ def time_raw(case, manifest, runners, benchmark, grid) -> None:
     import megenginelite
 
     network = megenginelite.LiteNetwork()
-    network.load(str(case.variant.path))
+    load_network(network, case.variant.path)
     for name, array in model_feed(
         case.variant, manifest, image_batch(case.batch, frame_size(case.variant))
     ).items():

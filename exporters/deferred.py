@@ -56,9 +56,7 @@ def _lazy_module(name: str) -> None:
 class _StandIn(types.ModuleType):
     """``megfile`` until it is used (see the module docstring)."""
 
-    def __getattr__(self, name: str):
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)  # copy, pickle and inspect probes: not a use
+    def __getattr__(self, name: str):  # any name it lacks, ``__version__`` included
         return getattr(_real_megfile(), name)
 
 
@@ -91,6 +89,7 @@ def _megfile_stand_in() -> None:
         return
     stand_in = _StandIn("megfile", "megfile, imported on first use (mge_harness)")
     stand_in.__path__ = list(spec.submodule_search_locations)
+    stand_in.__file__ = spec.origin  # what tools walking sys.modules read (Hypothesis does)
     for name in MEGFILE_NAMES:
         setattr(stand_in, name, _forward(name))
     sys.modules["megfile"] = stand_in
