@@ -5,7 +5,9 @@ folder), and the hub imports its HTTP download helpers at module level: ``megfil
 boto3 and paramiko behind it) and ``requests``. No harness process downloads anything through
 MegEngine, yet that stack was 0.1-0.2 s of the 0.4-0.6 s every process spends importing
 MegEngine, and a gate run starts several processes (its crash probe, the reproduce commands;
-the test suite about 300).
+the test suite about 300). Lite's ``LiteNetwork.load(path)`` opens a path with
+``megfile.smart_open`` too, so the harness loads networks from an open file instead
+(``exporters.runners.load_network``).
 
 ``defer_megengine_downloads()``, called before MegEngine is first imported, puts stand-ins in
 ``sys.modules`` that load the real package the first time anything is used:
